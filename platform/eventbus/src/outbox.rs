@@ -1,0 +1,266 @@
+//! The transactional outbox and its relay.
+//!
+//! [`Outbox::add`] inserts an event in the caller's transaction, so the event exists if
+//! and only if the state change committed. [`Relay`] publishes pending rows in order,
+//! waits for JetStream's acknowledgement of each, then marks them published in the same
+//! database transaction that selected them. A relay that dies after publishing but
+//! before marking publishes the same rows again; their `Nats-Msg-Id` (the event id) makes
+//! JetStream drop the copies within the stream's duplicate window.
+//!
+//! Ordering: rows are taken in id order, and only those written by transactions older
+//! than every transaction still running (`writer_xid < xmin`), so a transaction that
+//! commits late can never have its events overtaken by a later one. One relay publishes
+//! at a time (a transaction-scoped advisory lock), so several replicas are safe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use bytes::Bytes;
+use prost::Message;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::catalog::{Event, envelope};
+use crate::topology::Topology;
+use crate::{BusError, Envelope};
+
+/// Advisory lock key held by the relay that is publishing ("outbox" in ASCII).
+const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
+
+/// Writes a service's events into its outbox.
+#[derive(Clone)]
+pub struct Outbox {
+    topology: Topology,
+    /// Producer name stamped on every envelope.
+    producer: &'static str,
+    /// Wakes the local relay as soon as something was written.
+    wake: Arc<Notify>,
+}
+
+impl Outbox {
+    pub fn new(topology: Topology, producer: &'static str) -> Outbox {
+        Outbox {
+            topology,
+            producer,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Adds `event` about entity `key` to the transaction; returns its envelope.
+    pub async fn add<E: Event>(
+        &self,
+        conn: &mut PgConnection,
+        key: &str,
+        event: &E,
+    ) -> Result<Envelope, sqlx::Error> {
+        let envelope = envelope(self.producer, key, event);
+        self.add_envelopes(conn, std::slice::from_ref(&envelope))
+            .await?;
+        Ok(envelope)
+    }
+
+    /// Adds ready-made envelopes in one statement (for bulk producers).
+    pub async fn add_envelopes(
+        &self,
+        conn: &mut PgConnection,
+        envelopes: &[Envelope],
+    ) -> Result<(), sqlx::Error> {
+        let mut ids = Vec::with_capacity(envelopes.len());
+        let mut subjects = Vec::with_capacity(envelopes.len());
+        let mut bodies = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            ids.push(
+                Uuid::parse_str(&envelope.event_id)
+                    .map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+            );
+            subjects.push(self.topology.subject(&envelope.name));
+            bodies.push(envelope.encode_to_vec());
+        }
+        sqlx::query(
+            "INSERT INTO eventbus.outbox (event_id, subject, envelope)
+             SELECT event_id, subject, envelope
+             FROM UNNEST($1::uuid[], $2::text[], $3::bytea[])
+             WITH ORDINALITY AS t(event_id, subject, envelope, n) ORDER BY n",
+        )
+        .bind(&ids)
+        .bind(&subjects)
+        .bind(&bodies)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Call after committing a transaction that added events: the relay starts at once
+    /// instead of at its next poll.
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Publishes the outbox. Run one per process; several processes coordinate by lock.
+pub struct Relay {
+    pool: PgPool,
+    js: jetstream::Context,
+    wake: Arc<Notify>,
+    /// Rows per transaction.
+    batch: i64,
+    /// How long to sleep when nothing is pending (also the cross-process latency).
+    idle: Duration,
+}
+
+/// A batch that is published but not yet marked; dropping it rolls the marking back,
+/// exactly as a crash at that point would.
+pub struct Published {
+    tx: Transaction<'static, Postgres>,
+    ids: Vec<i64>,
+}
+
+impl Published {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Marks the rows published and commits.
+    pub async fn mark(mut self) -> Result<usize, BusError> {
+        if !self.ids.is_empty() {
+            sqlx::query("UPDATE eventbus.outbox SET published_at = now() WHERE id = ANY($1)")
+                .bind(&self.ids)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.tx.commit().await?;
+        Ok(self.ids.len())
+    }
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, js: jetstream::Context, outbox: &Outbox) -> Relay {
+        Relay {
+            pool,
+            js,
+            wake: outbox.wake.clone(),
+            batch: 1000,
+            idle: Duration::from_millis(100),
+        }
+    }
+
+    pub fn with_batch(mut self, batch: i64) -> Relay {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// Publishes pending events until `shutdown` resolves. Errors (NATS or the database
+    /// down) are logged and retried with backoff; nothing is marked unless acknowledged.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut backoff = Duration::from_millis(100);
+        let mut last_cleanup = tokio::time::Instant::now();
+        loop {
+            let wait = match self.publish_pending().await {
+                Ok(Some(batch)) if batch.is_empty() => self.idle,
+                Ok(Some(batch)) => match batch.mark().await {
+                    Ok(_) => {
+                        backoff = Duration::from_millis(100);
+                        Duration::ZERO
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "outbox relay could not mark a published batch");
+                        backoff
+                    }
+                },
+                // Another replica holds the relay lock.
+                Ok(None) => self.idle * 5,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?backoff, "outbox relay failed");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    wait
+                }
+            };
+            if last_cleanup.elapsed() > Duration::from_secs(600) {
+                last_cleanup = tokio::time::Instant::now();
+                if let Err(error) = self.cleanup().await {
+                    tracing::warn!(%error, "outbox cleanup failed");
+                }
+            }
+            if wait.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Publishes the next batch of pending events and waits for every acknowledgement;
+    /// `None` when another relay holds the lock. The rows are marked only by
+    /// [`Published::mark`].
+    pub async fn publish_pending(&self) -> Result<Option<Published>, BusError> {
+        let mut tx = self.pool.begin().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(RELAY_LOCK)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            return Ok(None);
+        }
+        let rows: Vec<(i64, Uuid, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, event_id, subject, envelope FROM eventbus.outbox
+             WHERE published_at IS NULL
+               AND writer_xid < pg_snapshot_xmin(pg_current_snapshot())
+             ORDER BY id LIMIT $1",
+        )
+        .bind(self.batch)
+        .fetch_all(&mut *tx)
+        .await?;
+
+        // Pipelined: every publish is sent before the first ack is awaited; one
+        // connection keeps them in order.
+        let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(rows.len());
+        let mut ids = Vec::with_capacity(rows.len());
+        for (id, event_id, subject, body) in rows {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", event_id.to_string().as_str());
+            if let Ok(envelope) = Envelope::decode(body.as_slice()) {
+                for (key, value) in &envelope.trace_context {
+                    headers.insert(key.as_str(), value.as_str());
+                }
+            }
+            let ack = self
+                .js
+                .publish_with_headers(subject, headers, Bytes::from(body))
+                .await
+                .map_err(BusError::nats)?;
+            acks.push(ack);
+            ids.push(id);
+        }
+        for ack in acks {
+            ack.await.map_err(BusError::nats)?;
+        }
+        Ok(Some(Published { tx, ids }))
+    }
+
+    /// Forgets events published more than a day ago.
+    async fn cleanup(&self) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "DELETE FROM eventbus.outbox
+             WHERE published_at IS NOT NULL AND published_at < now() - interval '1 day'",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,30 @@
+//! The outbox and processed-events tables live in schema `eventbus` of the service's own
+//! database, with their own migration history, so every service gets them by calling
+//! [`migrate`] and none copies their DDL.
+
+use sqlx::{Connection, PgPool};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Creates or upgrades schema `eventbus` (idempotent, safe with several replicas: the
+/// migrator holds an advisory lock).
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("CREATE SCHEMA IF NOT EXISTS eventbus")
+        .execute(&mut *conn)
+        .await?;
+    // The migrator keeps its history in the first schema of the search path.
+    sqlx::query("SET search_path TO eventbus")
+        .execute(&mut *conn)
+        .await?;
+    let result = MIGRATOR.run(&mut *conn).await;
+    // Give the pooled connection back as it was; a failure here closes it instead.
+    if sqlx::query("RESET search_path")
+        .execute(&mut *conn)
+        .await
+        .is_err()
+    {
+        let _ = conn.detach().close().await;
+    }
+    result
+}

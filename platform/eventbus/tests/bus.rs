@@ -1,0 +1,365 @@
+//! The outbox, relay and consumer against real PostgreSQL and NATS JetStream, each test
+//! with its own database and stream prefix.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull};
+use futures::StreamExt;
+use popug_eventbus::{
+    Bus, Consumer, ConsumerConfig, DeadLetter, Envelope, HandleError, Handler, Outbox, Relay,
+    Topology, catalog, schema,
+};
+use popug_proto::popug::account::v1::{AccountCreated, AccountSnapshot};
+use prost::Message;
+use sqlx::{PgConnection, PgPool};
+
+struct Fixture {
+    pool: PgPool,
+    js: jetstream::Context,
+    topology: Topology,
+    outbox: Outbox,
+}
+
+async fn fixture() -> Fixture {
+    let pool = PgPool::connect(&popug_testkit::fresh_database().await)
+        .await
+        .unwrap();
+    schema::migrate(&pool).await.unwrap();
+    sqlx::query("CREATE TABLE effects (event_id text NOT NULL, username text NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let js = popug_testkit::jetstream().await;
+    let topology = Topology::new(&popug_testkit::unique_prefix()).unwrap();
+    topology.ensure_streams(&js).await.unwrap();
+    // Twice: stream creation must be idempotent.
+    topology.ensure_streams(&js).await.unwrap();
+    let outbox = Outbox::new(topology.clone(), "test");
+    Fixture {
+        pool,
+        js,
+        topology,
+        outbox,
+    }
+}
+
+fn created(username: &str) -> AccountCreated {
+    AccountCreated {
+        account: Some(AccountSnapshot {
+            username: username.into(),
+            version: 1,
+            ..Default::default()
+        }),
+    }
+}
+
+async fn write_events(f: &Fixture, names: &[&str]) {
+    let mut tx = f.pool.begin().await.unwrap();
+    for name in names {
+        f.outbox.add(&mut tx, name, &created(name)).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+/// Every message on `bus`, in stream order, read by a throwaway consumer.
+async fn read_stream(f: &Fixture, bus: Bus) -> Vec<async_nats::jetstream::Message> {
+    let stream = f.js.get_stream(f.topology.stream(bus)).await.unwrap();
+    let expected = stream.get_info().await.unwrap().state.messages as usize;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while out.len() < expected {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(expected - out.len())
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+            .unwrap();
+        while let Some(m) = batch.next().await {
+            out.push(m.unwrap());
+        }
+    }
+    out
+}
+
+fn usernames(messages: &[async_nats::jetstream::Message]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| {
+            let envelope = Envelope::decode(m.payload.as_ref()).unwrap();
+            catalog::open::<AccountCreated>(&envelope)
+                .unwrap()
+                .account
+                .unwrap()
+                .username
+        })
+        .collect()
+}
+
+async fn relay_all(f: &Fixture) -> usize {
+    let relay = Relay::new(f.pool.clone(), f.js.clone(), &f.outbox);
+    let mut total = 0;
+    loop {
+        let batch = relay.publish_pending().await.unwrap().unwrap();
+        if batch.is_empty() {
+            batch.mark().await.unwrap();
+            return total;
+        }
+        total += batch.mark().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn relay_publishes_in_order_with_message_ids() {
+    let f = fixture().await;
+    write_events(&f, &["a", "b", "c"]).await;
+    assert_eq!(relay_all(&f).await, 3);
+    assert_eq!(relay_all(&f).await, 0, "nothing is published twice");
+
+    let messages = read_stream(&f, Bus::Account).await;
+    assert_eq!(usernames(&messages), ["a", "b", "c"]);
+    for m in &messages {
+        let envelope = Envelope::decode(m.payload.as_ref()).unwrap();
+        let msg_id = m
+            .headers
+            .as_ref()
+            .unwrap()
+            .get("Nats-Msg-Id")
+            .unwrap()
+            .as_str();
+        assert_eq!(msg_id, envelope.event_id);
+        assert_eq!(envelope.name, "account.created");
+        assert_eq!(envelope.version, 1);
+        assert_eq!(envelope.producer, "test");
+        assert!(m.subject.starts_with(f.topology.prefix()));
+    }
+}
+
+#[tokio::test]
+async fn relay_killed_before_marking_republishes_and_jetstream_drops_the_copy() {
+    let f = fixture().await;
+    write_events(&f, &["x", "y"]).await;
+    let relay = Relay::new(f.pool.clone(), f.js.clone(), &f.outbox);
+    let batch = relay.publish_pending().await.unwrap().unwrap();
+    assert_eq!(batch.len(), 2);
+    drop(batch); // the crash: published and acknowledged, never marked
+
+    assert_eq!(
+        relay_all(&f).await,
+        2,
+        "the rows are still pending and go out again"
+    );
+    let messages = read_stream(&f, Bus::Account).await;
+    assert_eq!(
+        usernames(&messages),
+        ["x", "y"],
+        "the duplicates were dropped by Nats-Msg-Id"
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_that_commits_late_is_not_overtaken() {
+    let f = fixture().await;
+    let mut early = f.pool.begin().await.unwrap();
+    f.outbox
+        .add(&mut early, "early", &created("early"))
+        .await
+        .unwrap();
+    write_events(&f, &["late"]).await;
+
+    assert_eq!(
+        relay_all(&f).await,
+        0,
+        "the later commit waits for the older transaction"
+    );
+    early.commit().await.unwrap();
+    assert_eq!(relay_all(&f).await, 2);
+    assert_eq!(
+        usernames(&read_stream(&f, Bus::Account).await),
+        ["early", "late"]
+    );
+}
+
+#[tokio::test]
+async fn only_one_relay_publishes_at_a_time() {
+    let f = fixture().await;
+    write_events(&f, &["solo"]).await;
+    let a = Relay::new(f.pool.clone(), f.js.clone(), &f.outbox);
+    let b = Relay::new(f.pool.clone(), f.js.clone(), &f.outbox);
+    let held = a.publish_pending().await.unwrap().unwrap();
+    assert!(
+        b.publish_pending().await.unwrap().is_none(),
+        "the lock is held"
+    );
+    held.mark().await.unwrap();
+    assert_eq!(read_stream(&f, Bus::Account).await.len(), 1);
+}
+
+/// Records each applied event; fails the first `fail_first` attempts as a crash would.
+struct Recorder {
+    fail_first: AtomicUsize,
+    attempts: Arc<AtomicUsize>,
+}
+
+impl Handler for Recorder {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        envelope: &Envelope,
+    ) -> Result<(), HandleError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        if !catalog::is::<AccountCreated>(envelope) {
+            return Err(HandleError::Permanent(format!(
+                "unknown event {} v{}",
+                envelope.name, envelope.version
+            )));
+        }
+        let event = catalog::open::<AccountCreated>(envelope)?;
+        sqlx::query("INSERT INTO effects (event_id, username) VALUES ($1, $2)")
+            .bind(&envelope.event_id)
+            .bind(event.account.unwrap_or_default().username)
+            .execute(&mut *conn)
+            .await?;
+        if self
+            .fail_first
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(HandleError::Transient(
+                "simulated crash before commit".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+async fn consumer(f: &Fixture, fail_first: usize) -> (Consumer<Recorder>, Arc<AtomicUsize>) {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let mut config = ConsumerConfig::new("recorder", Bus::Account);
+    config.retry_delay = Duration::from_millis(50);
+    config.fetch_wait = Duration::from_millis(200);
+    let handler = Recorder {
+        fail_first: AtomicUsize::new(fail_first),
+        attempts: attempts.clone(),
+    };
+    let c = Consumer::bind(
+        f.js.clone(),
+        f.pool.clone(),
+        f.topology.clone(),
+        config,
+        handler,
+    )
+    .await
+    .unwrap();
+    (c, attempts)
+}
+
+async fn effects(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT username FROM effects ORDER BY username")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn drain(c: &Consumer<Recorder>, pool: &PgPool, expected: usize) -> Vec<String> {
+    popug_testkit::eventually(Duration::from_secs(10), "effects applied", || async {
+        let _ = c.poll_once().await.unwrap();
+        let done = effects(pool).await;
+        (done.len() >= expected).then_some(done)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_redelivered_event_is_applied_once() {
+    let f = fixture().await;
+    write_events(&f, &["dup"]).await;
+    relay_all(&f).await;
+    // The same envelope again under another message id: JetStream cannot drop it, the
+    // consumer must.
+    let original = read_stream(&f, Bus::Account).await.remove(0);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "another-id");
+    f.js.publish_with_headers(original.subject.clone(), headers, original.payload.clone())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let (c, attempts) = consumer(&f, 0).await;
+    assert_eq!(drain(&c, &f.pool, 1).await, ["dup"]);
+    // Both copies consumed and acked, still one effect.
+    let _ = c.poll_once().await.unwrap();
+    assert_eq!(effects(&f.pool).await, ["dup"]);
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        1,
+        "the copy never reached the handler"
+    );
+}
+
+#[tokio::test]
+async fn a_consumer_that_crashes_before_commit_gets_the_event_again_and_applies_it_once() {
+    let f = fixture().await;
+    write_events(&f, &["retry"]).await;
+    relay_all(&f).await;
+    let (c, attempts) = consumer(&f, 1).await;
+    assert_eq!(drain(&c, &f.pool, 1).await, ["retry"]);
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        2,
+        "first attempt rolled back, second applied"
+    );
+}
+
+#[tokio::test]
+async fn poison_goes_to_the_dead_letter_stream_and_the_consumer_carries_on() {
+    let f = fixture().await;
+    // Not an envelope at all.
+    f.js.publish(f.topology.subject("account.created"), "garbage".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // An envelope of an unknown version.
+    let mut future = popug_eventbus::envelope("test", "k", &created("future"));
+    future.version = 99;
+    f.js.publish(
+        f.topology.subject("account.created"),
+        future.encode_to_vec().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    write_events(&f, &["good"]).await;
+    relay_all(&f).await;
+
+    let (c, _) = consumer(&f, 0).await;
+    assert_eq!(drain(&c, &f.pool, 1).await, ["good"]);
+
+    let letters: Vec<DeadLetter> = read_stream(&f, Bus::DeadLetter)
+        .await
+        .iter()
+        .map(|m| DeadLetter::decode(m.payload.as_ref()).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 2);
+    assert!(
+        letters[0].reason.contains("undecodable envelope"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(letters[0].original.as_ref(), b"garbage");
+    assert!(letters[1].reason.contains("v99"), "{}", letters[1].reason);
+    assert!(letters.iter().all(|l| l.consumer == "recorder"));
+}

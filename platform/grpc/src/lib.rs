@@ -1,0 +1,120 @@
+//! The gRPC server every PopugJira service runs.
+//!
+//! [`serve`] takes the service's routes, its bound listener and a shutdown future (so
+//! tests drive it) and adds what every service needs: `grpc.health.v1` health (each
+//! named service SERVING, NOT_SERVING while draining), server reflection over the
+//! PopugJira descriptors (grpcurl `list`/`describe`), a span per request parented on the
+//! caller's `traceparent`, and the access-token check.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+use tower_http::trace::TraceLayer;
+
+pub use popug_auth::AuthLayer;
+
+/// What [`serve`] needs besides the routes.
+pub struct ServeOptions {
+    /// Fully qualified names of the services in the routes, reported by health.
+    pub service_names: Vec<&'static str>,
+    /// Descriptor sets offered by reflection.
+    pub file_descriptor_sets: Vec<&'static [u8]>,
+    /// The access-token check in front of every RPC but the public ones.
+    pub auth: AuthLayer,
+}
+
+/// Serves `routes` on `listener` until `shutdown` resolves, then drains in-flight calls.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in &options.service_names {
+        health
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
+    }
+
+    let mut reflection = tonic_reflection::server::Builder::configure();
+    let mut reflection_alpha = tonic_reflection::server::Builder::configure();
+    for set in &options.file_descriptor_sets {
+        reflection = reflection.register_encoded_file_descriptor_set(set);
+        reflection_alpha = reflection_alpha.register_encoded_file_descriptor_set(set);
+    }
+    let reflection = reflection.build_v1().map_err(reflection_error)?;
+    // Older grpcurl and grpcui only speak v1alpha.
+    let reflection_alpha = reflection_alpha.build_v1alpha().map_err(reflection_error)?;
+
+    let routes = routes
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha);
+
+    let names = options.service_names.clone();
+    let shutdown = async move {
+        shutdown.await;
+        for name in names {
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        tracing::info!("shutting down: draining in-flight calls");
+    };
+
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .tcp_nodelay(true)
+        // Outermost: one span per call, parented on the caller's trace context, so the
+        // auth decision below is inside it.
+        .layer(TraceLayer::new_for_grpc().make_span_with(request_span))
+        // Then the token check: handlers only ever see verified callers.
+        .layer(options.auth)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+fn reflection_error(error: tonic_reflection::server::Error) -> tonic::transport::Error {
+    // Only a broken build could produce an unreadable descriptor set.
+    panic!("embedded file descriptor set is invalid: {error}")
+}
+
+fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "grpc",
+        rpc = %request.uri().path(),
+        otel.kind = "server",
+    );
+    popug_telemetry::extract_headers(&span, request.headers());
+    span
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
