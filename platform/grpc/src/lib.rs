@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 pub use popug_auth::AuthLayer;
 
@@ -72,7 +72,13 @@ pub async fn serve(
         .tcp_nodelay(true)
         // Outermost: one span per call, parented on the caller's trace context, so the
         // auth decision below is inside it.
-        .layer(TraceLayer::new_for_grpc().make_span_with(request_span))
+        .layer(
+            TraceLayer::new_for_grpc()
+                .make_span_with(request_span)
+                // A refused call is the caller's business; server faults are logged
+                // where they happen, with their cause.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         // Then the token check: handlers only ever see verified callers.
         .layer(options.auth)
         .add_routes(routes)

@@ -1,0 +1,147 @@
+//! The gRPC surface: parse the request, call [`Accounts`], map the answer. Thin on
+//! purpose; the rules live in `service.rs`.
+
+use std::sync::Arc;
+
+use pb::account_service_server::AccountService;
+use pb::auth_service_server::AuthService;
+use popug_auth::{Permission, caller};
+use popug_proto::popug::account::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::domain::parse_id;
+use crate::service::{Accounts, CreateAccount};
+
+/// Both gRPC services over one [`Accounts`].
+#[derive(Clone)]
+pub struct Api(pub Arc<Accounts>);
+
+#[tonic::async_trait]
+impl AuthService for Api {
+    #[tracing::instrument(skip_all, fields(username = %request.get_ref().username))]
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let r = request.into_inner();
+        let tokens = self.0.login(&r.username, &r.password).await?;
+        Ok(Response::new(pb::LoginResponse {
+            tokens: Some(tokens),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::RefreshResponse>, Status> {
+        let tokens = self.0.refresh(&request.get_ref().refresh_token).await?;
+        Ok(Response::new(pb::RefreshResponse {
+            tokens: Some(tokens),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        self.0.logout(&request.get_ref().refresh_token).await?;
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    async fn get_jwks(
+        &self,
+        _: Request<pb::GetJwksRequest>,
+    ) -> Result<Response<pb::GetJwksResponse>, Status> {
+        Ok(Response::new(pb::GetJwksResponse {
+            jwks_json: self.0.keys.jwks_json(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl AccountService for Api {
+    #[tracing::instrument(skip_all, fields(username = %request.get_ref().username))]
+    async fn create_account(
+        &self,
+        request: Request<pb::CreateAccountRequest>,
+    ) -> Result<Response<pb::CreateAccountResponse>, Status> {
+        caller(&request)?.require(Permission::AccountsManage)?;
+        let new = CreateAccount::parse(request.get_ref())?;
+        let row = self.0.create(new).await?;
+        Ok(Response::new(pb::CreateAccountResponse {
+            account: Some(row.to_proto(true)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::GetAccountResponse>, Status> {
+        let caller = caller(&request)?;
+        let id = parse_id("id", &request.get_ref().id)?;
+        let row = self.0.get(id).await?;
+        let reveal = caller.id == id || caller.has(Permission::AccountsManage);
+        Ok(Response::new(pb::GetAccountResponse {
+            account: Some(row.to_proto(reveal)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_accounts(
+        &self,
+        request: Request<pb::ListAccountsRequest>,
+    ) -> Result<Response<pb::ListAccountsResponse>, Status> {
+        caller(&request)?.require(Permission::AccountsManage)?;
+        let r = request.get_ref();
+        let role = match r.role {
+            0 => None,
+            other => Some(crate::domain::parse_role(other)?),
+        };
+        let (rows, next_page_token) = self.0.list(r.page_size, &r.page_token, role).await?;
+        Ok(Response::new(pb::ListAccountsResponse {
+            accounts: rows.iter().map(|row| row.to_proto(true)).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn update_account(
+        &self,
+        request: Request<pb::UpdateAccountRequest>,
+    ) -> Result<Response<pb::UpdateAccountResponse>, Status> {
+        let caller = caller(&request)?;
+        let row = self.0.update(caller, request.get_ref()).await?;
+        Ok(Response::new(pb::UpdateAccountResponse {
+            account: Some(row.to_proto(true)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn delete_account(
+        &self,
+        request: Request<pb::DeleteAccountRequest>,
+    ) -> Result<Response<pb::DeleteAccountResponse>, Status> {
+        let caller = caller(&request)?;
+        caller.require(Permission::AccountsManage)?;
+        let id = parse_id("id", &request.get_ref().id)?;
+        let row = self.0.deactivate(caller, id).await?;
+        Ok(Response::new(pb::DeleteAccountResponse {
+            account: Some(row.to_proto(true)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let caller = caller(&request)?;
+        let row = self.0.get(caller.id).await?;
+        Ok(Response::new(pb::WhoAmIResponse {
+            account: Some(row.to_proto(true)),
+        }))
+    }
+}

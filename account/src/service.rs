@@ -1,0 +1,494 @@
+//! What Account does, independent of gRPC: accounts (create, read, update, deactivate,
+//! each change with its event in the same transaction) and sessions (login, refresh with
+//! rotation and reuse detection, logout).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use popug_auth::{Caller, Claims, Permission, Role};
+use popug_eventbus::Outbox;
+use popug_proto::popug::account::v1 as pb;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::{Email, Password, PersonName, Username};
+use crate::error::Error;
+use crate::keys::KeyRing;
+use crate::password;
+use crate::store::{self, AccountRow, NewAccount};
+
+/// Token lifetimes and claims that do not depend on the user.
+#[derive(Debug, Clone)]
+pub struct TokenPolicy {
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+/// The service's state, shared by the gRPC handlers and the CLI.
+pub struct Accounts {
+    pub pool: PgPool,
+    pub outbox: Outbox,
+    pub keys: Arc<KeyRing>,
+    pub tokens: TokenPolicy,
+    /// Hash checked when a username does not exist, so a login takes as long either way.
+    dummy_hash: String,
+}
+
+/// A validated CreateAccount.
+pub struct CreateAccount {
+    pub username: Username,
+    pub name: PersonName,
+    pub surname: PersonName,
+    pub email: Email,
+    pub role: Role,
+    pub password: Password,
+    pub extra_permissions: Vec<Permission>,
+}
+
+impl CreateAccount {
+    pub fn parse(request: &pb::CreateAccountRequest) -> Result<CreateAccount, Error> {
+        Ok(CreateAccount {
+            username: Username::parse(&request.username)?,
+            name: PersonName::parse("name", &request.name)?,
+            surname: PersonName::parse("surname", &request.surname)?,
+            email: Email::parse(&request.email)?,
+            role: crate::domain::parse_role(request.role)?,
+            password: Password::parse(&request.password)?,
+            extra_permissions: crate::domain::parse_permissions(&request.extra_permissions)?,
+        })
+    }
+}
+
+const INVALID_LOGIN: &str = "invalid username or password";
+const INVALID_REFRESH: &str = "invalid or expired refresh token";
+
+impl Accounts {
+    pub async fn new(
+        pool: PgPool,
+        outbox: Outbox,
+        keys: Arc<KeyRing>,
+        tokens: TokenPolicy,
+    ) -> anyhow::Result<Accounts> {
+        let dummy_hash = password::hash("not-a-real-password".into()).await?;
+        Ok(Accounts {
+            pool,
+            outbox,
+            keys,
+            tokens,
+            dummy_hash,
+        })
+    }
+
+    /// Creates an account and its `account.created` event.
+    pub async fn create(&self, new: CreateAccount) -> Result<AccountRow, Error> {
+        let hash = password::hash(new.password.expose().to_owned()).await?;
+        let mut tx = self.pool.begin().await?;
+        let row = store::insert(
+            &mut tx,
+            NewAccount {
+                username: new.username.as_str(),
+                name: new.name.as_str(),
+                surname: new.surname.as_str(),
+                email: new.email.as_str(),
+                role: new.role,
+                extra_permissions: new
+                    .extra_permissions
+                    .iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect(),
+                password_hash: hash,
+            },
+        )
+        .await?;
+        let event = pb::AccountCreated {
+            account: Some(row.snapshot()),
+        };
+        self.outbox
+            .add(&mut tx, &row.id.to_string(), &event)
+            .await?;
+        tx.commit().await?;
+        self.outbox.notify();
+        tracing::info!(account = %row.id, username = %row.username, role = %row.role, "account created");
+        Ok(row)
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<AccountRow, Error> {
+        let mut conn = self.pool.acquire().await?;
+        store::by_id(&mut conn, id)
+            .await?
+            .ok_or(Error::NotFound("account"))
+    }
+
+    /// A page of accounts after the username in `page_token`.
+    pub async fn list(
+        &self,
+        page_size: i32,
+        page_token: &str,
+        role: Option<Role>,
+    ) -> Result<(Vec<AccountRow>, String), Error> {
+        let size = match page_size {
+            0 => 50,
+            1..=500 => i64::from(page_size),
+            _ => return Err(Error::invalid("page_size", "must be between 1 and 500")),
+        };
+        let after = if page_token.is_empty() {
+            String::new()
+        } else {
+            URL_SAFE_NO_PAD
+                .decode(page_token)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| Error::invalid("page_token", "is not a token this service issued"))?
+        };
+        let mut conn = self.pool.acquire().await?;
+        let mut rows = store::page(&mut conn, &after, role, size + 1).await?;
+        let next = if rows.len() as i64 > size {
+            rows.truncate(size as usize);
+            rows.last()
+                .map(|r| URL_SAFE_NO_PAD.encode(&r.username))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((rows, next))
+    }
+
+    /// Applies an UpdateAccount from `caller`; one `account.updated` event when anything
+    /// changed.
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        request: &pb::UpdateAccountRequest,
+    ) -> Result<AccountRow, Error> {
+        let id = crate::domain::parse_id("id", &request.id)?;
+        let admin = caller.has(Permission::AccountsManage);
+        if !admin && caller.id != id {
+            return Err(Error::PermissionDenied(
+                "only admins may change other accounts".into(),
+            ));
+        }
+        let admin_fields =
+            request.role.is_some() || request.active.is_some() || request.set_extra_permissions;
+        if admin_fields && !admin {
+            return Err(Error::PermissionDenied(
+                "only admins may change role, active or permissions".into(),
+            ));
+        }
+        // Validate everything before touching the database.
+        let name = request
+            .name
+            .as_deref()
+            .map(|v| PersonName::parse("name", v))
+            .transpose()?;
+        let surname = request
+            .surname
+            .as_deref()
+            .map(|v| PersonName::parse("surname", v))
+            .transpose()?;
+        let email = request.email.as_deref().map(Email::parse).transpose()?;
+        let new_password = request
+            .password
+            .as_deref()
+            .map(Password::parse)
+            .transpose()?;
+        let role = request.role.map(crate::domain::parse_role).transpose()?;
+        let extra = if request.set_extra_permissions {
+            Some(crate::domain::parse_permissions(
+                &request.extra_permissions,
+            )?)
+        } else {
+            None
+        };
+        if caller.id == id
+            && (role.is_some_and(|r| r != Role::Admin) || request.active == Some(false))
+            && admin
+        {
+            return Err(Error::FailedPrecondition(
+                "an admin cannot demote or deactivate themselves".into(),
+            ));
+        }
+        let password_hash = match new_password {
+            Some(p) => Some(password::hash(p.expose().to_owned()).await?),
+            None => None,
+        };
+
+        let mut tx = self.pool.begin().await?;
+        let mut row = store::by_id_for_update(&mut tx, id)
+            .await?
+            .ok_or(Error::NotFound("account"))?;
+        let mut changed = Vec::new();
+        let mut set = |field: &'static str, current: &mut String, new: Option<&str>| {
+            if let Some(new) = new.filter(|n| *n != current.as_str()) {
+                *current = new.to_owned();
+                changed.push(field.to_owned());
+            }
+        };
+        set("name", &mut row.name, name.as_ref().map(PersonName::as_str));
+        set(
+            "surname",
+            &mut row.surname,
+            surname.as_ref().map(PersonName::as_str),
+        );
+        set("email", &mut row.email, email.as_ref().map(Email::as_str));
+        set("role", &mut row.role, role.map(Role::as_str));
+        if let Some(extra) = extra {
+            let extra: Vec<String> = extra.iter().map(|p| p.as_str().to_owned()).collect();
+            if extra != row.extra_permissions {
+                row.extra_permissions = extra;
+                changed.push("permissions".into());
+            }
+        }
+        if let Some(active) = request.active.filter(|a| *a != row.active) {
+            row.active = active;
+            changed.push("active".into());
+        }
+        if let Some(hash) = password_hash {
+            row.password_hash = hash;
+            changed.push("password".into());
+        }
+        if changed.is_empty() {
+            return Ok(row);
+        }
+        let saved = store::save(&mut tx, &row).await?;
+        if !saved.active || changed.iter().any(|c| c == "password") {
+            store::revoke_sessions(&mut tx, id).await?;
+        }
+        let event = pb::AccountUpdated {
+            account: Some(saved.snapshot()),
+            changed_fields: changed.clone(),
+        };
+        self.outbox
+            .add(&mut tx, &saved.id.to_string(), &event)
+            .await?;
+        tx.commit().await?;
+        self.outbox.notify();
+        tracing::info!(account = %saved.id, ?changed, by = %caller.id, "account updated");
+        Ok(saved)
+    }
+
+    /// Deactivates an account (it is never erased: tasks and ledger entries refer to
+    /// it). Idempotent: an inactive account is returned as is, with no new event.
+    pub async fn deactivate(&self, caller: &Caller, id: Uuid) -> Result<AccountRow, Error> {
+        if caller.id == id {
+            return Err(Error::FailedPrecondition(
+                "an admin cannot deactivate themselves".into(),
+            ));
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut row = store::by_id_for_update(&mut tx, id)
+            .await?
+            .ok_or(Error::NotFound("account"))?;
+        if !row.active {
+            return Ok(row);
+        }
+        row.active = false;
+        let saved = store::save(&mut tx, &row).await?;
+        store::revoke_sessions(&mut tx, id).await?;
+        let event = pb::AccountDeleted {
+            account: Some(saved.snapshot()),
+        };
+        self.outbox
+            .add(&mut tx, &saved.id.to_string(), &event)
+            .await?;
+        tx.commit().await?;
+        self.outbox.notify();
+        tracing::info!(account = %saved.id, by = %caller.id, "account deactivated");
+        Ok(saved)
+    }
+
+    /// Username and password for a token pair. Unknown user, wrong password and
+    /// inactive account all answer the same, after the same amount of hashing.
+    pub async fn login(&self, username: &str, password: &str) -> Result<pb::TokenPair, Error> {
+        if username.is_empty() {
+            return Err(Error::invalid("username", "is required"));
+        }
+        if password.is_empty() {
+            return Err(Error::invalid("password", "is required"));
+        }
+        if username.len() > 64 || password.len() > 512 {
+            return Err(Error::Unauthenticated(INVALID_LOGIN));
+        }
+        let mut conn = self.pool.acquire().await?;
+        let row = store::by_username(&mut conn, username).await?;
+        drop(conn);
+        let hash = row
+            .as_ref()
+            .map_or_else(|| self.dummy_hash.clone(), |r| r.password_hash.clone());
+        let matches = password::verify(password.to_owned(), hash).await?;
+        let row = match row {
+            Some(row) if matches && row.active => row,
+            _ => return Err(Error::Unauthenticated(INVALID_LOGIN)),
+        };
+        let mut tx = self.pool.begin().await?;
+        let pair = self.issue(&mut tx, &row, Uuid::new_v4()).await?;
+        tx.commit().await?;
+        tracing::info!(account = %row.id, "logged in");
+        Ok(pair)
+    }
+
+    /// Spends a refresh token for a new pair. A spent token presented again revokes
+    /// its whole family (someone has a copy).
+    pub async fn refresh(&self, refresh_token: &str) -> Result<pb::TokenPair, Error> {
+        if refresh_token.is_empty() {
+            return Err(Error::invalid("refresh_token", "is required"));
+        }
+        let hash = token_hash(refresh_token);
+        let mut tx = self.pool.begin().await?;
+        let found: Option<(
+            Uuid,
+            Uuid,
+            OffsetDateTime,
+            Option<OffsetDateTime>,
+            Option<OffsetDateTime>,
+        )> = sqlx::query_as(
+            "SELECT family_id, account_id, expires_at, used_at, revoked_at
+                 FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+        )
+        .bind(&hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((family, account, expires_at, used_at, revoked_at)) = found else {
+            return Err(Error::Unauthenticated(INVALID_REFRESH));
+        };
+        if revoked_at.is_some() || expires_at <= OffsetDateTime::now_utc() {
+            return Err(Error::Unauthenticated(INVALID_REFRESH));
+        }
+        if used_at.is_some() {
+            revoke_family(&mut tx, family).await?;
+            tx.commit().await?;
+            tracing::warn!(%account, %family, "refresh token reused; session chain revoked");
+            return Err(Error::Unauthenticated(
+                "refresh token reuse detected; session revoked",
+            ));
+        }
+        sqlx::query("UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1")
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+        let row = store::by_id(&mut tx, account)
+            .await?
+            .ok_or(Error::NotFound("account"))?;
+        if !row.active {
+            revoke_family(&mut tx, family).await?;
+            tx.commit().await?;
+            return Err(Error::Unauthenticated(INVALID_REFRESH));
+        }
+        let pair = self.issue(&mut tx, &row, family).await?;
+        tx.commit().await?;
+        Ok(pair)
+    }
+
+    /// Revokes the refresh token's family. Unknown tokens are accepted silently.
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), Error> {
+        if refresh_token.is_empty() {
+            return Err(Error::invalid("refresh_token", "is required"));
+        }
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = now()
+             WHERE revoked_at IS NULL
+               AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
+        )
+        .bind(token_hash(refresh_token))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// A new access token and a new refresh token in `family`.
+    async fn issue(
+        &self,
+        conn: &mut PgConnection,
+        row: &AccountRow,
+        family: Uuid,
+    ) -> Result<pb::TokenPair, Error> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let access_ttl = self.tokens.access_ttl.as_secs() as i64;
+        let refresh_ttl = self.tokens.refresh_ttl.as_secs() as i64;
+        let claims = Claims {
+            sub: row.id.to_string(),
+            username: row.username.clone(),
+            name: row.name.clone(),
+            surname: row.surname.clone(),
+            email: row.email.clone(),
+            role: row.role.clone(),
+            permissions: row.permissions(),
+            iss: self.tokens.issuer.clone(),
+            aud: self.tokens.audience.clone(),
+            iat: now,
+            nbf: now,
+            exp: now + access_ttl,
+            jti: Uuid::new_v4().to_string(),
+        };
+        let access_token = self.keys.sign(&claims)?;
+        let mut secret = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut secret);
+        let refresh_token = URL_SAFE_NO_PAD.encode(secret);
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, account_id, expires_at)
+             VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+        )
+        .bind(token_hash(&refresh_token))
+        .bind(family)
+        .bind(row.id)
+        .bind(refresh_ttl as f64)
+        .execute(conn)
+        .await?;
+        Ok(pb::TokenPair {
+            access_token,
+            expires_in: access_ttl,
+            refresh_token,
+            refresh_expires_in: refresh_ttl,
+            token_type: "Bearer".into(),
+        })
+    }
+
+    /// Creates the first admin when there are no accounts at all (first start).
+    pub async fn bootstrap_admin(
+        &self,
+        admin: &crate::config::BootstrapAdmin,
+    ) -> Result<(), Error> {
+        let mut conn = self.pool.acquire().await?;
+        if store::count(&mut conn).await? > 0 {
+            return Ok(());
+        }
+        drop(conn);
+        let result = self
+            .create(CreateAccount {
+                username: Username::parse(&admin.username)?,
+                name: PersonName::parse("name", "Admin")?,
+                surname: PersonName::parse("surname", "Popug")?,
+                email: Email::parse(&admin.email)?,
+                role: Role::Admin,
+                password: Password::parse(&admin.password)?,
+                extra_permissions: Vec::new(),
+            })
+            .await;
+        match result {
+            // Another replica won the race.
+            Ok(_) | Err(Error::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+async fn revoke_family(conn: &mut PgConnection, family: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(family)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
