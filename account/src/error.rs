@@ -42,14 +42,14 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Error {
-        if let Some(db) = error.as_database_error() {
-            if db.is_unique_violation() {
-                return match db.constraint() {
-                    Some("accounts_username_unique") => Error::AlreadyExists("username"),
-                    Some("accounts_email_unique") => Error::AlreadyExists("email"),
-                    _ => Error::Internal(error.into()),
-                };
-            }
+        if let Some(db) = error.as_database_error()
+            && db.is_unique_violation()
+        {
+            return match db.constraint() {
+                Some("accounts_username_unique") => Error::AlreadyExists("username"),
+                Some("accounts_email_unique") => Error::AlreadyExists("email"),
+                _ => Error::Internal(error.into()),
+            };
         }
         Error::Internal(error.into())
     }

@@ -341,20 +341,21 @@ impl Accounts {
         }
         let hash = token_hash(refresh_token);
         let mut tx = self.pool.begin().await?;
-        let found: Option<(
-            Uuid,
-            Uuid,
-            OffsetDateTime,
-            Option<OffsetDateTime>,
-            Option<OffsetDateTime>,
-        )> = sqlx::query_as(
+        let found: Option<RefreshRow> = sqlx::query_as(
             "SELECT family_id, account_id, expires_at, used_at, revoked_at
-                 FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+             FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
         )
         .bind(&hash)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((family, account, expires_at, used_at, revoked_at)) = found else {
+        let Some(RefreshRow {
+            family_id: family,
+            account_id: account,
+            expires_at,
+            used_at,
+            revoked_at,
+        }) = found
+        else {
             return Err(Error::Unauthenticated(INVALID_REFRESH));
         };
         if revoked_at.is_some() || expires_at <= OffsetDateTime::now_utc() {
@@ -477,6 +478,16 @@ impl Accounts {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The state of one refresh token.
+#[derive(sqlx::FromRow)]
+struct RefreshRow {
+    family_id: Uuid,
+    account_id: Uuid,
+    expires_at: OffsetDateTime,
+    used_at: Option<OffsetDateTime>,
+    revoked_at: Option<OffsetDateTime>,
 }
 
 fn token_hash(token: &str) -> Vec<u8> {

@@ -41,8 +41,11 @@ pub async fn serve(
             .await;
     }
 
-    let mut reflection = tonic_reflection::server::Builder::configure();
-    let mut reflection_alpha = tonic_reflection::server::Builder::configure();
+    // Health is described too, so `grpcurl list` shows it and `describe` works on it.
+    let mut reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    let mut reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
     for set in &options.file_descriptor_sets {
         reflection = reflection.register_encoded_file_descriptor_set(set);
         reflection_alpha = reflection_alpha.register_encoded_file_descriptor_set(set);

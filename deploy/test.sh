@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# deploy/test.sh — command 2 of the README, and what CI runs (.ci/run): install and start
+# what the tests need, then the contract checks (buf lint, buf breaking), formatting and
+# lints, every Rust test against the real servers, and the end-to-end smoke test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=deploy/infra.sh
+. deploy/infra.sh
+
+ensure_rust
+ensure_postgres
+ensure_nats
+ensure_redis
+ensure_buf
+ensure_grpcurl
+
+section() { printf '\n== %s\n' "$*"; }
+
+section "buf lint"
+"$BUF" lint
+if git rev-parse --verify --quiet HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then
+  section "buf breaking (against HEAD~1)"
+  "$BUF" breaking --against '.git#ref=HEAD~1'
+else
+  section "buf breaking: skipped (no earlier commit with buf.yaml)"
+fi
+
+section "cargo fmt"
+cargo fmt --all -- --check
+
+section "cargo clippy"
+cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
+
+section "cargo test"
+# Databases of earlier runs (each test makes its own popug_test_* database).
+psql -h 127.0.0.1 -U postgres -d postgres -Atqc \
+  "SELECT datname FROM pg_database WHERE datname LIKE 'popug_test_%'" |
+  while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null; done
+cargo test --workspace --locked
+
+section "smoke: the built services end to end with grpcurl"
+bash tests/smoke.sh

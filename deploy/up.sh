@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# deploy/up.sh — command 1 of the README: install what is missing, start PostgreSQL, NATS
+# (JetStream) and Redis, create the databases, build and migrate, start every service in
+# the background (logs and pids in .run/), seed the demo users and print where to connect.
+# Run it again to rebuild and restart; deploy/down.sh stops the services.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=deploy/infra.sh
+. deploy/infra.sh
+
+ensure_rust
+ensure_postgres
+ensure_nats
+ensure_redis
+ensure_grpcurl
+ensure_db popug_account
+
+echo "up: building (release)…"
+cargo build --release --locked --quiet -p account
+bin="${CARGO_TARGET_DIR:-target}/release"
+mkdir -p .run
+
+export ACCOUNT__BOOTSTRAP_ADMIN_PASSWORD="${ACCOUNT__BOOTSTRAP_ADMIN_PASSWORD:-popug-admin}"
+export ACCOUNT__DATABASE_URL="${ACCOUNT__DATABASE_URL:-postgres://postgres@127.0.0.1:5432/popug_account}"
+
+bash deploy/down.sh --quiet
+"$bin/account" migrate
+
+# Each service: name, gRPC port.
+start() {
+  local name="$1" port="$2"
+  nohup "$bin/$name" serve >".run/$name.log" 2>&1 &
+  echo $! >".run/$name.pid"
+  if ! wait_tcp 127.0.0.1 "$port" 30; then
+    echo "up: $name did not start; last log lines:" >&2
+    tail -n 20 ".run/$name.log" >&2
+    exit 1
+  fi
+  "$GRPCURL" -plaintext 127.0.0.1:"$port" grpc.health.v1.Health/Check >/dev/null
+}
+start account 50051
+
+"$bin/account" seed-demo
+
+cat <<MSG
+
+PopugJira is up.
+  Account  gRPC  127.0.0.1:50051   (JWKS: http://127.0.0.1:8081/.well-known/jwks.json)
+  logs in .run/*.log; stop with: bash deploy/down.sh
+
+Try it (grpcurl: $GRPCURL):
+  grpcurl -plaintext 127.0.0.1:50051 list
+  grpcurl -plaintext -d '{"username":"admin","password":"popug-admin"}' \\
+      127.0.0.1:50051 popug.account.v1.AuthService/Login
+MSG
