@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # deploy/test.sh — command 2 of the README, and what CI runs (.ci/run): install and start
 # what the tests need, then the contract checks (buf lint, buf breaking), formatting and
-# lints, every Rust test against the real servers, and the end-to-end smoke test.
+# lints, the deploy files, every Rust test against the real servers, and the end-to-end smoke test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=deploy/infra.sh
@@ -24,6 +24,9 @@ if git rev-parse --verify --quiet HEAD~1 >/dev/null && git cat-file -e HEAD~1:bu
 else
   section "buf breaking: skipped (no earlier commit with buf.yaml)"
 fi
+
+section "deploy files (compose, Kubernetes, Dockerfile, scripts)"
+bash deploy/validate.sh
 
 section "cargo fmt"
 cargo fmt --all -- --check

@@ -70,7 +70,8 @@ pub fn init(service: &str) -> TelemetryGuard {
 /// An OTLP exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the exporter reads the
 /// standard `OTEL_*` variables itself); none otherwise.
 fn otlp_provider(service: &str) -> Option<SdkTracerProvider> {
-    std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT")?;
+    // Set but empty (as compose passes it through) means off.
+    std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|v| !v.trim().is_empty())?;
     let exporter = match opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .build()
