@@ -110,7 +110,12 @@ async fn relay_all(f: &Fixture) -> usize {
     let relay = Relay::new(f.pool.clone(), f.js.clone(), &f.outbox);
     let mut total = 0;
     loop {
-        let batch = relay.publish_pending().await.unwrap().unwrap();
+        // A dropped batch's rollback (and with it the relay lock) is released when its
+        // pooled connection is next used: until then the relay sees the lock as taken.
+        let batch = popug_testkit::eventually(Duration::from_secs(5), "the relay lock", || async {
+            relay.publish_pending().await.unwrap()
+        })
+        .await;
         if batch.is_empty() {
             batch.mark().await.unwrap();
             return total;
