@@ -71,7 +71,9 @@ pub fn init(service: &str) -> TelemetryGuard {
 /// standard `OTEL_*` variables itself); none otherwise.
 fn otlp_provider(service: &str) -> Option<SdkTracerProvider> {
     // Set but empty (as compose passes it through) means off.
-    std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|v| !v.trim().is_empty())?;
+    std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|v| !v.trim().is_empty())?;
     let exporter = match opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .build()
