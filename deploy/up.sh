@@ -40,7 +40,7 @@ start() {
 }
 start account 50051
 
-"$bin/account" seed-demo
+RUST_LOG="${RUST_LOG:-warn}" "$bin/account" seed-demo
 
 cat <<MSG
 

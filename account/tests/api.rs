@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use account::{Application, Settings};
-use async_nats::jetstream::{self, consumer::pull};
-use futures::StreamExt;
+use async_nats::jetstream;
 use pb::account_service_client::AccountServiceClient;
 use pb::auth_service_client::AuthServiceClient;
 use popug_auth::{HttpJwks, Verifier, VerifierConfig, VerifyError};
@@ -154,33 +153,11 @@ impl TestApp {
 
     /// Every envelope on the account bus, in order.
     async fn account_events(&self) -> Vec<Envelope> {
-        let stream = self
-            .js
-            .get_stream(self.topology.stream(Bus::Account))
+        popug_testkit::read_stream(&self.js, &self.topology.stream(Bus::Account))
             .await
-            .unwrap();
-        let consumer = stream
-            .create_consumer(pull::Config {
-                ack_policy: jetstream::consumer::AckPolicy::None,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let expected = stream.get_info().await.unwrap().state.messages as usize;
-        let mut out = Vec::new();
-        while out.len() < expected {
-            let mut batch = consumer
-                .fetch()
-                .max_messages(expected)
-                .expires(Duration::from_secs(1))
-                .messages()
-                .await
-                .unwrap();
-            while let Some(m) = batch.next().await {
-                out.push(Envelope::decode(m.unwrap().payload.as_ref()).unwrap());
-            }
-        }
-        out
+            .iter()
+            .map(|m| Envelope::decode(m.payload.as_ref()).unwrap())
+            .collect()
     }
 
     /// Waits until the relay has published `n` account events, then returns them.
@@ -915,8 +892,13 @@ async fn every_change_publishes_exactly_one_event() {
     assert!(!deleted.active);
     assert!(deleted.version > snapshot.version);
 
-    // Nothing more arrives later.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing more is waiting to go out.
+    let pending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM eventbus.outbox WHERE published_at IS NULL")
+            .fetch_one(&app.accounts.pool)
+            .await
+            .unwrap();
+    assert_eq!(pending, 0);
     assert_eq!(app.account_events().await.len(), 4);
 }
 

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull};
-use futures::StreamExt;
+use async_nats::jetstream;
 use popug_eventbus::{
     Bus, Consumer, ConsumerConfig, DeadLetter, Envelope, HandleError, Handler, Outbox, Relay,
     Topology, catalog, schema,
@@ -65,31 +64,9 @@ async fn write_events(f: &Fixture, names: &[&str]) {
     tx.commit().await.unwrap();
 }
 
-/// Every message on `bus`, in stream order, read by a throwaway consumer.
+/// Every message on `bus`, in stream order.
 async fn read_stream(f: &Fixture, bus: Bus) -> Vec<async_nats::jetstream::Message> {
-    let stream = f.js.get_stream(f.topology.stream(bus)).await.unwrap();
-    let expected = stream.get_info().await.unwrap().state.messages as usize;
-    let consumer = stream
-        .create_consumer(pull::Config {
-            ack_policy: jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    while out.len() < expected {
-        let mut batch = consumer
-            .fetch()
-            .max_messages(expected - out.len())
-            .expires(Duration::from_secs(1))
-            .messages()
-            .await
-            .unwrap();
-        while let Some(m) = batch.next().await {
-            out.push(m.unwrap());
-        }
-    }
-    out
+    popug_testkit::read_stream(&f.js, &f.topology.stream(bus)).await
 }
 
 fn usernames(messages: &[async_nats::jetstream::Message]) -> Vec<String> {
@@ -106,22 +83,36 @@ fn usernames(messages: &[async_nats::jetstream::Message]) -> Vec<String> {
         .collect()
 }
 
-async fn relay_all(f: &Fixture) -> usize {
+/// One relay pass: publishes and marks whatever is eligible now. Waits out a relay lock
+/// still held by a batch dropped earlier (its rollback runs when the pooled connection
+/// is next used).
+async fn relay_once(f: &Fixture) -> usize {
     let relay = Relay::new(f.pool.clone(), f.js.clone(), &f.outbox);
-    let mut total = 0;
-    loop {
-        // A dropped batch's rollback (and with it the relay lock) is released when its
-        // pooled connection is next used: until then the relay sees the lock as taken.
-        let batch = popug_testkit::eventually(Duration::from_secs(5), "the relay lock", || async {
-            relay.publish_pending().await.unwrap()
-        })
-        .await;
-        if batch.is_empty() {
-            batch.mark().await.unwrap();
-            return total;
-        }
-        total += batch.mark().await.unwrap();
-    }
+    let batch = popug_testkit::eventually(Duration::from_secs(5), "the relay lock", || async {
+        relay.publish_pending().await.unwrap()
+    })
+    .await;
+    batch.mark().await.unwrap()
+}
+
+async fn pending(f: &Fixture) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM eventbus.outbox WHERE published_at IS NULL")
+        .fetch_one(&f.pool)
+        .await
+        .unwrap()
+}
+
+/// Relays until the outbox is empty; returns how many events went out. Rows become
+/// eligible only once every older transaction on the server has ended (other tests
+/// run concurrently), so this polls.
+async fn relay_all(f: &Fixture) -> usize {
+    let total = std::sync::atomic::AtomicUsize::new(0);
+    popug_testkit::eventually(Duration::from_secs(10), "the outbox drained", || async {
+        total.fetch_add(relay_once(f).await, Ordering::SeqCst);
+        (pending(f).await == 0).then_some(())
+    })
+    .await;
+    total.into_inner()
 }
 
 #[tokio::test]
@@ -155,8 +146,17 @@ async fn relay_killed_before_marking_republishes_and_jetstream_drops_the_copy() 
     let f = fixture().await;
     write_events(&f, &["x", "y"]).await;
     let relay = Relay::new(f.pool.clone(), f.js.clone(), &f.outbox);
-    let batch = relay.publish_pending().await.unwrap().unwrap();
-    assert_eq!(batch.len(), 2);
+    let batch =
+        popug_testkit::eventually(Duration::from_secs(10), "both events eligible", || async {
+            let batch = relay.publish_pending().await.unwrap().unwrap();
+            if batch.len() == 2 {
+                Some(batch)
+            } else {
+                batch.mark().await.unwrap();
+                None
+            }
+        })
+        .await;
     drop(batch); // the crash: published and acknowledged, never marked
 
     assert_eq!(
@@ -183,7 +183,7 @@ async fn a_transaction_that_commits_late_is_not_overtaken() {
     write_events(&f, &["late"]).await;
 
     assert_eq!(
-        relay_all(&f).await,
+        relay_once(&f).await,
         0,
         "the later commit waits for the older transaction"
     );
@@ -201,7 +201,16 @@ async fn only_one_relay_publishes_at_a_time() {
     write_events(&f, &["solo"]).await;
     let a = Relay::new(f.pool.clone(), f.js.clone(), &f.outbox);
     let b = Relay::new(f.pool.clone(), f.js.clone(), &f.outbox);
-    let held = a.publish_pending().await.unwrap().unwrap();
+    let held = popug_testkit::eventually(Duration::from_secs(10), "the event eligible", || async {
+        let batch = a.publish_pending().await.unwrap().unwrap();
+        if batch.is_empty() {
+            batch.mark().await.unwrap();
+            None
+        } else {
+            Some(batch)
+        }
+    })
+    .await;
     assert!(
         b.publish_pending().await.unwrap().is_none(),
         "the lock is held"

@@ -80,3 +80,35 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Every message currently in `stream`, in stream order, read by a throwaway consumer
+/// (acks none, so the stream's durable consumers are unaffected).
+pub async fn read_stream(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+) -> Vec<async_nats::jetstream::Message> {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    let stream = js.get_stream(stream).await.unwrap();
+    let expected = stream.get_info().await.unwrap().state.messages as usize;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            ack_policy: AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::with_capacity(expected);
+    while out.len() < expected {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(expected - out.len())
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+            .unwrap();
+        while let Some(message) = futures::StreamExt::next(&mut batch).await {
+            out.push(message.unwrap());
+        }
+    }
+    out
+}
