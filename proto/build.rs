@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut files = Vec::new();
     collect_protos(&root.join("popug"), &mut files)?;
     files.sort();
+    // The whole tree too, so a newly added .proto file triggers a rebuild.
+    println!("cargo:rerun-if-changed={}", root.join("popug").display());
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

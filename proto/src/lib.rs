@@ -3,6 +3,7 @@
 //! `buf breaking` guard it.
 //!
 //! - [`popug::account::v1`] — accounts, auth, account events
+//! - [`popug::tasks::v1`] — tasks, task and reassign events
 //! - [`popug::events::v1`] — the event envelope and dead letters
 //! - [`popug::authz::v1`] — the per-RPC access policy option
 
@@ -18,6 +19,11 @@ pub mod popug {
     pub mod authz {
         pub mod v1 {
             tonic::include_proto!("popug.authz.v1");
+        }
+    }
+    pub mod tasks {
+        pub mod v1 {
+            tonic::include_proto!("popug.tasks.v1");
         }
     }
     pub mod events {

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use popug_proto::popug::account::v1 as account;
 use popug_proto::popug::events::v1::Envelope;
+use popug_proto::popug::tasks::v1 as tasks;
 
 /// A protobuf message that travels on a bus.
 pub trait Event: Message + Default {
@@ -28,6 +29,11 @@ events! {
     account::AccountCreated => "account.created" v 1,
     account::AccountUpdated => "account.updated" v 1,
     account::AccountDeleted => "account.deleted" v 1,
+    tasks::TaskCreatedV1 => "task.created" v 1,
+    tasks::TaskCreated => "task.created" v 2,
+    tasks::TaskAssigned => "task.assigned" v 1,
+    tasks::TaskCompleted => "task.completed" v 1,
+    tasks::ReassignChunk => "reassign.chunk" v 1,
 }
 
 /// Wraps `event` about entity `key`, produced by `producer`, stamped now and carrying the
