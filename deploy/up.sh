@@ -14,9 +14,10 @@ ensure_nats
 ensure_redis
 ensure_grpcurl
 ensure_db popug_account
+ensure_db popug_taskkeeper
 
 echo "up: building (release)…"
-cargo build --release --locked --quiet -p account
+cargo build --release --locked --quiet -p account -p taskkeeper
 bin="${CARGO_TARGET_DIR:-target}/release"
 mkdir -p .run
 
@@ -25,6 +26,7 @@ export ACCOUNT__DATABASE_URL="${ACCOUNT__DATABASE_URL:-postgres://postgres@127.0
 
 bash deploy/down.sh --quiet
 "$bin/account" migrate
+"$bin/taskkeeper" migrate
 
 # Each service: name, gRPC port.
 start() {
@@ -39,13 +41,15 @@ start() {
   "$GRPCURL" -plaintext 127.0.0.1:"$port" grpc.health.v1.Health/Check >/dev/null
 }
 start account 50051
+start taskkeeper 50052
 
 RUST_LOG="${RUST_LOG:-warn}" "$bin/account" seed-demo
 
 cat <<MSG
 
 PopugJira is up.
-  Account  gRPC  127.0.0.1:50051   (JWKS: http://127.0.0.1:8081/.well-known/jwks.json)
+  Account     gRPC  127.0.0.1:50051   (JWKS: http://127.0.0.1:8081/.well-known/jwks.json)
+  TaskKeeper  gRPC  127.0.0.1:50052
   logs in .run/*.log; stop with: bash deploy/down.sh
 
 Try it (grpcurl: $GRPCURL):

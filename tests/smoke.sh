@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # tests/smoke.sh — the built binaries end to end, driven only by grpcurl and curl as a user
 # would: reflection lists the services, health says SERVING, the bootstrap admin logs in,
-# the token's kid is in the published JWKS and the service accepts the token.
+# the token's kid is in the published JWKS and the service accepts the token; the demo
+# users are seeded, a worker creates a task, its assignee completes it, a manager
+# reassigns, and the permission and input rules hold.
 # Isolated: its own database, stream prefix and ports; everything it starts it stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,16 +11,18 @@ cd "$(dirname "$0")/.."
 ensure_grpcurl
 
 bin="${CARGO_TARGET_DIR:-target}/debug"
-cargo build --locked --quiet -p account
+cargo build --locked --quiet -p account -p taskkeeper
 
 db="popug_smoke_$$"
 psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $db" >/dev/null
+psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE ${db}_tasks" >/dev/null
 work="$(mktemp -d)"
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+  psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS ${db}_tasks" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -33,9 +37,16 @@ export ACCOUNT__GRPC_ADDR=127.0.0.1:56051 ACCOUNT__HTTP_ADDR=127.0.0.1:56081
 export ACCOUNT__DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db"
 export ACCOUNT__STREAM_PREFIX="smoke$$"
 export ACCOUNT__BOOTSTRAP_ADMIN_PASSWORD=smoke-admin-pw
+export TASKKEEPER__GRPC_ADDR=127.0.0.1:56052
+export TASKKEEPER__DATABASE_URL="postgres://postgres@127.0.0.1:5432/${db}_tasks"
+export TASKKEEPER__STREAM_PREFIX="smoke$$"
+export TASKKEEPER__JWKS_URL=http://127.0.0.1:56081/.well-known/jwks.json
 "$bin/account" serve >"$work/account.log" 2>&1 &
 pids+=($!)
 wait_tcp 127.0.0.1 56051 30 || fail "account did not listen"
+"$bin/taskkeeper" serve >"$work/taskkeeper.log" 2>&1 &
+pids+=($!)
+wait_tcp 127.0.0.1 56052 30 || fail "taskkeeper did not listen"
 
 g() { "$GRPCURL" -plaintext "$@"; }
 passed=0
@@ -75,5 +86,62 @@ if g 127.0.0.1:56051 popug.account.v1.AccountService/WhoAmI >/dev/null 2>"$work/
 fi
 grep -q Unauthenticated "$work/denied.txt" || fail "expected Unauthenticated, got $(cat "$work/denied.txt")"
 check "no token, no call"
+
+# --- TaskKeeper -----------------------------------------------------------------------
+RUST_LOG=warn "$bin/account" seed-demo >"$work/seed.log" 2>&1 || fail "seed-demo"
+check "demo users seeded"
+
+login() {
+  g -d "{\"username\":\"$1\",\"password\":\"$2\"}" 127.0.0.1:56051 popug.account.v1.AuthService/Login |
+    jq -r .tokens.accessToken
+}
+worker="$(login worker1 popug-worker1)"
+manager="$(login manager popug-manager)"
+tk() { local token="$1"; shift; g -H "authorization: Bearer $token" "$@"; }
+
+# TaskKeeper learns the users from the account bus; wait until it can assign.
+created=""
+for _ in $(seq 1 150); do
+  if created="$(tk "$worker" -d '{"title":"Feed the parrots","jiraId":"UBERPOP-42","description":"twice"}' \
+    127.0.0.1:56052 popug.tasks.v1.TaskService/CreateTask 2>"$work/create.err")"; then
+    break
+  fi
+  grep -q FailedPrecondition "$work/create.err" || fail "CreateTask: $(cat "$work/create.err")"
+  created=""
+  sleep 0.1
+done
+[[ -n "$created" ]] || fail "TaskKeeper never learned an assignable user"
+task_id="$(jq -r .task.id <<<"$created")"
+assignee="$(jq -r .task.assigneeId <<<"$created")"
+[[ "$(jq -r .task.jiraId <<<"$created")" == UBERPOP-42 ]] || fail "created $created"
+check "a worker creates a task; it is assigned at once"
+
+# Whoever got it completes it (the demo passwords are popug-<username>).
+admin="$(login admin smoke-admin-pw)"
+owner="$(tk "$admin" -d "{\"id\":\"$assignee\"}" 127.0.0.1:56051 popug.account.v1.AccountService/GetAccount |
+  jq -r .account.username)"
+case "$owner" in worker[1-5] | accountant) ;; *) fail "task assigned to $owner, who may not get tasks" ;; esac
+owner_token="$(login "$owner" "popug-$owner")"
+done_task="$(tk "$owner_token" -d "{\"id\":\"$task_id\"}" 127.0.0.1:56052 popug.tasks.v1.TaskService/CompleteTask)" ||
+  fail "CompleteTask by the assignee"
+[[ "$(jq -r .task.status <<<"$done_task")" == TASK_STATUS_DONE ]] || fail "completed: $done_task"
+check "the assignee ($owner) completes it"
+
+tk "$worker" -d '{"title":"Buy seeds"}' 127.0.0.1:56052 popug.tasks.v1.TaskService/CreateTask >/dev/null || fail "second task"
+moved="$(tk "$manager" 127.0.0.1:56052 popug.tasks.v1.TaskService/ReassignOpenTasks)" || fail "reassign"
+[[ "$(jq -r .reassigned <<<"$moved")" == 1 ]] || fail "reassign moved: $moved (expected the one open task)"
+check "a manager reassigns the open tasks (done ones stay)"
+
+if tk "$worker" 127.0.0.1:56052 popug.tasks.v1.TaskService/ReassignOpenTasks >/dev/null 2>"$work/denied.txt"; then
+  fail "a worker reassigned"
+fi
+grep -q PermissionDenied "$work/denied.txt" || fail "expected PermissionDenied, got $(cat "$work/denied.txt")"
+if tk "$worker" -d '{"title":"[UBERPOP-1] - old style"}' 127.0.0.1:56052 popug.tasks.v1.TaskService/CreateTask \
+  >/dev/null 2>"$work/invalid.txt"; then
+  fail "a title with brackets was accepted"
+fi
+grep -q 'InvalidArgument' "$work/invalid.txt" && grep -q 'title' "$work/invalid.txt" ||
+  fail "expected InvalidArgument naming title, got $(cat "$work/invalid.txt")"
+check "permissions and input rules hold (PermissionDenied, InvalidArgument naming the field)"
 
 echo "smoke: $passed passed, 0 failed"
