@@ -1,0 +1,25 @@
+//! Gateway: the only public entry of PopugJira.
+//!
+//! One port serves native gRPC, grpc-web (with CORS) and the web client's files. Every
+//! call is checked against the access policy declared next to its RPC in `proto/`
+//! (deny by default), authenticated with Account's JWKS, rate limited per caller, and
+//! forwarded unchanged to the service that owns it.
+//!
+//! - [`config`] — settings from `GATEWAY__*`
+//! - [`startup`] — `Application::build` / `run_until_stopped`, health and reflection
+//! - [`policy`] — the policy table read from the descriptors
+//! - [`authn`] — token verification with a cache of verified tokens
+//! - [`ratelimit`] — a token bucket per caller
+//! - [`proxy`] — generic forwarding with deadlines
+//! - [`web`] — static files beside the proxy
+
+pub mod authn;
+pub mod config;
+pub mod policy;
+pub mod proxy;
+pub mod ratelimit;
+pub mod startup;
+pub mod web;
+
+pub use config::Settings;
+pub use startup::Application;

@@ -1,0 +1,215 @@
+//! Wiring: [`Application::build`] reads the policies, prepares the upstream channels and
+//! binds the one public port; `run_until_stopped` serves gRPC, grpc-web and the web UI
+//! until the shutdown future resolves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use popug_auth::{HttpJwks, Verifier, VerifierConfig};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::ServingStatus;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::server::HealthReporter;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+
+use crate::authn::Authenticator;
+use crate::config::Settings;
+use crate::policy::PolicyTable;
+use crate::proxy::{Proxy, ProxyState, Upstream};
+use crate::ratelimit::RateLimiter;
+
+/// A built, bound, not yet running gateway.
+pub struct Application {
+    settings: Settings,
+    listener: TcpListener,
+    proxy: Arc<ProxyState>,
+}
+
+fn channel(url: &str, settings: &Settings) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(settings.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .connect_lazy())
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let policies = PolicyTable::from_descriptors(popug_proto::FILE_DESCRIPTOR_SET)?;
+        let jwks = HttpJwks::new(&settings.jwks_url).map_err(anyhow::Error::msg)?;
+        let verifier = Verifier::new(
+            VerifierConfig::new(&settings.issuer, &settings.audience),
+            Arc::new(jwks),
+        );
+        let upstreams = vec![
+            Upstream {
+                name: "account",
+                packages: &["popug.account.v1"],
+                channel: channel(&settings.account_url, &settings)?,
+            },
+            Upstream {
+                name: "taskkeeper",
+                packages: &["popug.tasks.v1"],
+                channel: channel(&settings.taskkeeper_url, &settings)?,
+            },
+            Upstream {
+                name: "accounting",
+                packages: &["popug.accounting.v1", "popug.analytics.v1"],
+                channel: channel(&settings.accounting_url, &settings)?,
+            },
+        ];
+        let proxy = Arc::new(ProxyState {
+            policies,
+            auth: Arc::new(Authenticator::new(Arc::new(verifier))),
+            limiter: RateLimiter::new(settings.rate_limit_per_sec, settings.rate_limit_burst),
+            upstreams,
+            default_timeout: settings.default_timeout,
+            max_message_bytes: settings.max_message_bytes,
+        });
+        let listener = TcpListener::bind(settings.listen_addr).await?;
+        Ok(Application {
+            settings,
+            listener,
+            proxy,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.settings.listen_addr)
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight calls.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let watcher = tokio::spawn(watch_upstreams(self.proxy.clone(), health.clone()));
+
+        let mut reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(popug_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        let mut reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(popug_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        // Reflection lists the public services only, not the gateway's internals.
+        for (path, _) in self.proxy.policies.paths() {
+            if let Some(service) = path.trim_start_matches('/').split('/').next() {
+                reflection = reflection.with_service_name(service);
+                reflection_alpha = reflection_alpha.with_service_name(service);
+            }
+        }
+        reflection = reflection.with_service_name("grpc.health.v1.Health");
+        reflection_alpha = reflection_alpha.with_service_name("grpc.health.v1.Health");
+
+        let local = Routes::new(health_service)
+            .add_service(reflection.build_v1()?)
+            .add_service(reflection_alpha.build_v1alpha()?);
+        let web = crate::web::fallback(self.settings.web_dir.clone(), Proxy(self.proxy.clone()));
+        let router = local.into_axum_router().fallback_service(web);
+
+        let cors = CorsLayer::new()
+            .allow_origin(AllowOrigin::mirror_request())
+            .allow_methods([http::Method::POST, http::Method::GET, http::Method::OPTIONS])
+            .allow_headers([
+                http::header::AUTHORIZATION,
+                http::header::CONTENT_TYPE,
+                http::HeaderName::from_static("x-grpc-web"),
+                http::HeaderName::from_static("x-user-agent"),
+                http::HeaderName::from_static("grpc-timeout"),
+                http::HeaderName::from_static("connect-protocol-version"),
+            ])
+            .expose_headers([
+                http::HeaderName::from_static("grpc-status"),
+                http::HeaderName::from_static("grpc-message"),
+                http::HeaderName::from_static("grpc-status-details-bin"),
+                http::HeaderName::from_static("x-popug-refused-by"),
+            ])
+            .max_age(Duration::from_secs(600));
+
+        tracing::info!(addr = %self.local_addr(), "gateway serving gRPC, grpc-web and the web UI");
+        let result = tonic::transport::Server::builder()
+            // grpc-web and the web UI arrive over HTTP/1.1.
+            .accept_http1(true)
+            .tcp_nodelay(true)
+            .max_frame_size(Some(64 * 1024))
+            // Outermost: one span per call, parented on the caller's trace context.
+            .layer(
+                TraceLayer::new_for_grpc()
+                    .make_span_with(request_span)
+                    .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+            )
+            // Browsers ask first (preflight) and must see grpc-status in the answer.
+            .layer(cors)
+            // grpc-web becomes plain gRPC before routing, and back on the way out.
+            .layer(tonic_web::GrpcWebLayer::new())
+            .add_routes(Routes::from(router))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .await;
+        watcher.abort();
+        Ok(result?)
+    }
+}
+
+fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
+    let span = tracing::info_span!("gateway", rpc = %request.uri().path(), otel.kind = "server");
+    popug_telemetry::extract_headers(&span, request.headers());
+    span
+}
+
+/// Reports, per public service, what its upstream's own health check says: the gateway's
+/// health answers for the whole mesh. The gateway itself ("") is SERVING while it runs.
+async fn watch_upstreams(proxy: Arc<ProxyState>, health: HealthReporter) {
+    health.set_service_status("", ServingStatus::Serving).await;
+    let services: Vec<String> = proxy
+        .policies
+        .paths()
+        .filter_map(|(path, _)| {
+            path.trim_start_matches('/')
+                .split('/')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    loop {
+        for service in &services {
+            let upstream = proxy.upstreams.iter().find(|u| {
+                u.packages
+                    .iter()
+                    .any(|p| service.starts_with(&format!("{p}.")))
+            });
+            let status = match upstream {
+                Some(u) => check(u.channel.clone(), service).await,
+                None => ServingStatus::Unknown,
+            };
+            health.set_service_status(service, status).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn check(channel: Channel, service: &str) -> ServingStatus {
+    let mut client = HealthClient::new(channel);
+    let request = HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    match tokio::time::timeout(Duration::from_secs(1), client.check(request)).await {
+        Ok(Ok(response)) => match response.into_inner().status {
+            1 => ServingStatus::Serving,
+            2 => ServingStatus::NotServing,
+            _ => ServingStatus::Unknown,
+        },
+        _ => ServingStatus::NotServing,
+    }
+}
