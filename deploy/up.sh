@@ -17,7 +17,7 @@ ensure_db popug_account
 ensure_db popug_taskkeeper
 
 echo "up: building (release)…"
-cargo build --release --locked --quiet -p account -p taskkeeper
+cargo build --release --locked --quiet -p account -p taskkeeper -p gateway
 bin="${CARGO_TARGET_DIR:-target}/release"
 mkdir -p .run
 
@@ -42,6 +42,7 @@ start() {
 }
 start account 50051
 start taskkeeper 50052
+start gateway 8080
 
 RUST_LOG="${RUST_LOG:-warn}" "$bin/account" seed-demo
 
@@ -50,10 +51,11 @@ cat <<MSG
 PopugJira is up.
   Account     gRPC  127.0.0.1:50051   (JWKS: http://127.0.0.1:8081/.well-known/jwks.json)
   TaskKeeper  gRPC  127.0.0.1:50052
+  Gateway     gRPC + grpc-web  127.0.0.1:8080   <- the public entry; use this one
   logs in .run/*.log; stop with: bash deploy/down.sh
 
 Try it (grpcurl: $GRPCURL):
-  grpcurl -plaintext 127.0.0.1:50051 list
+  grpcurl -plaintext 127.0.0.1:8080 list
   grpcurl -plaintext -d '{"username":"admin","password":"popug-admin"}' \\
-      127.0.0.1:50051 popug.account.v1.AuthService/Login
+      127.0.0.1:8080 popug.account.v1.AuthService/Login
 MSG
