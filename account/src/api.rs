@@ -10,6 +10,7 @@ use popug_proto::popug::account::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::domain::parse_id;
+use crate::error::Error;
 use crate::service::{Accounts, CreateAccount};
 
 /// Both gRPC services over one [`Accounts`].
@@ -130,6 +131,26 @@ impl AccountService for Api {
         let row = self.0.deactivate(caller, id).await?;
         Ok(Response::new(pb::DeleteAccountResponse {
             account: Some(row.to_proto(true)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(count = request.get_ref().ids.len()))]
+    async fn list_profiles(
+        &self,
+        request: Request<pb::ListProfilesRequest>,
+    ) -> Result<Response<pb::ListProfilesResponse>, Status> {
+        caller(&request)?;
+        let ids = &request.get_ref().ids;
+        if ids.is_empty() || ids.len() > 500 {
+            return Err(Error::invalid("ids", "must hold 1 to 500 account ids").into());
+        }
+        let ids = ids
+            .iter()
+            .map(|id| parse_id("ids", id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.0.profiles(&ids).await?;
+        Ok(Response::new(pb::ListProfilesResponse {
+            profiles: rows.iter().map(|r| r.to_profile()).collect(),
         }))
     }
 

@@ -119,6 +119,14 @@ impl Accounts {
         Ok(row)
     }
 
+    /// The accounts among `ids`, in the order asked, unknown ones left out.
+    pub async fn profiles(&self, ids: &[Uuid]) -> Result<Vec<AccountRow>, Error> {
+        let mut conn = self.pool.acquire().await?;
+        let mut rows = store::by_ids(&mut conn, ids).await?;
+        rows.sort_by_key(|r| ids.iter().position(|id| *id == r.id));
+        Ok(rows)
+    }
+
     pub async fn get(&self, id: Uuid) -> Result<AccountRow, Error> {
         let mut conn = self.pool.acquire().await?;
         store::by_id(&mut conn, id)

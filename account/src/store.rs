@@ -68,6 +68,18 @@ impl AccountRow {
         }
     }
 
+    /// What anyone signed in may see.
+    pub fn to_profile(&self) -> pb::Profile {
+        pb::Profile {
+            id: self.id.to_string(),
+            username: self.username.clone(),
+            name: self.name.clone(),
+            surname: self.surname.clone(),
+            role: crate::domain::role_to_proto(self.role()),
+            active: self.active,
+        }
+    }
+
     /// What account events carry.
     pub fn snapshot(&self) -> pb::AccountSnapshot {
         pb::AccountSnapshot {
@@ -153,6 +165,16 @@ pub async fn by_username(
     ))
     .bind(username)
     .fetch_optional(conn)
+    .await
+}
+
+/// The accounts among `ids` (any order).
+pub async fn by_ids(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<AccountRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM accounts WHERE id = ANY($1)"
+    ))
+    .bind(ids)
+    .fetch_all(conn)
     .await
 }
 

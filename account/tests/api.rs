@@ -588,6 +588,56 @@ async fn crud_follows_permissions() {
 }
 
 #[tokio::test]
+async fn profiles_show_names_without_private_data() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let a = app
+        .create(&admin, "profile-a", pb::Role::Worker)
+        .await
+        .unwrap();
+    let b = app
+        .create(&admin, "profile-b", pb::Role::Accountant)
+        .await
+        .unwrap();
+    let worker = app
+        .login("profile-a", "profile-a-password")
+        .await
+        .unwrap()
+        .access_token;
+    let request = pb::ListProfilesRequest {
+        ids: vec![b.id.clone(), uuid::Uuid::new_v4().to_string(), a.id.clone()],
+    };
+    let profiles = app
+        .accounts_client()
+        .list_profiles(with_token(&worker, request))
+        .await
+        .unwrap()
+        .into_inner()
+        .profiles;
+    let names: Vec<_> = profiles.iter().map(|p| p.username.as_str()).collect();
+    assert_eq!(
+        names,
+        ["profile-b", "profile-a"],
+        "asked order, unknown left out"
+    );
+    assert_eq!(profiles[0].role, pb::Role::Accountant as i32);
+    for bad in [vec![], vec!["nope".to_owned()]] {
+        let status = app
+            .accounts_client()
+            .list_profiles(with_token(&worker, pb::ListProfilesRequest { ids: bad }))
+            .await
+            .unwrap_err();
+        assert_field_error(status, "ids");
+    }
+    let status = app
+        .accounts_client()
+        .list_profiles(pb::ListProfilesRequest { ids: vec![a.id] })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
 async fn bad_input_names_the_field() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
