@@ -4,6 +4,8 @@
 //!
 //! - [`popug::account::v1`] — accounts, auth, account events
 //! - [`popug::tasks::v1`] — tasks, task and reassign events
+//! - [`popug::accounting::v1`] — balances, ledger, payouts, accounting events
+//! - [`popug::analytics::v1`] — the admins' dashboard
 //! - [`popug::events::v1`] — the event envelope and dead letters
 //! - [`popug::authz::v1`] — the per-RPC access policy option
 
@@ -11,6 +13,16 @@
 
 /// Generated modules, one per protobuf package.
 pub mod popug {
+    pub mod accounting {
+        pub mod v1 {
+            tonic::include_proto!("popug.accounting.v1");
+        }
+    }
+    pub mod analytics {
+        pub mod v1 {
+            tonic::include_proto!("popug.analytics.v1");
+        }
+    }
     pub mod account {
         pub mod v1 {
             tonic::include_proto!("popug.account.v1");

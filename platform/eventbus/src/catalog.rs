@@ -5,6 +5,7 @@ use prost::Message;
 use uuid::Uuid;
 
 use popug_proto::popug::account::v1 as account;
+use popug_proto::popug::accounting::v1 as accounting;
 use popug_proto::popug::events::v1::Envelope;
 use popug_proto::popug::tasks::v1 as tasks;
 
@@ -34,6 +35,9 @@ events! {
     tasks::TaskAssigned => "task.assigned" v 1,
     tasks::TaskCompleted => "task.completed" v 1,
     tasks::ReassignChunk => "reassign.chunk" v 1,
+    accounting::EntryApplied => "accounting.entry_applied" v 1,
+    accounting::DayClosed => "accounting.day_closed" v 1,
+    accounting::PayoutSent => "accounting.payout_sent" v 1,
 }
 
 /// Wraps `event` about entity `key`, produced by `producer`, stamped now and carrying the

@@ -1,0 +1,211 @@
+//! The gRPC surface: parse the request, call [`Accounting`], map the answer. Thin on
+//! purpose; the rules live in `service.rs`.
+
+use std::sync::Arc;
+
+use analytics_pb::analytics_service_server::AnalyticsService;
+use pb::accounting_service_server::AccountingService;
+use popug_auth::{Permission, caller};
+use popug_proto::popug::accounting::v1 as pb;
+use popug_proto::popug::analytics::v1 as analytics_pb;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{self, Period, format_day};
+use crate::error::Error;
+use crate::events::entry_kind;
+use crate::service::{Accounting, Earnings, MAX_RANGE_DAYS};
+use crate::store::{EntryRow, PayoutRow, timestamp};
+
+/// Both services over one [`Accounting`].
+#[derive(Clone)]
+pub struct Api(pub Arc<Accounting>);
+
+fn entry(row: &EntryRow) -> pb::Entry {
+    pb::Entry {
+        id: row.id.to_string(),
+        user_id: row.user_id.to_string(),
+        kind: entry_kind(&row.kind) as i32,
+        amount_cents: row.amount,
+        task_id: row.task_id.map(|t| t.to_string()).unwrap_or_default(),
+        jira_id: row.jira_id.clone(),
+        title: row.title.clone(),
+        description: row.description.clone(),
+        billing_day: format_day(row.billing_day),
+        created_at: Some(timestamp(row.created_at)),
+    }
+}
+
+fn payout(row: &PayoutRow) -> pb::Payout {
+    let status = match row.status.as_str() {
+        "new" => pb::MailStatus::New,
+        "sending" => pb::MailStatus::Sending,
+        "sent" => pb::MailStatus::Sent,
+        "failed" => pb::MailStatus::Failed,
+        _ => pb::MailStatus::Unspecified,
+    };
+    pb::Payout {
+        id: row.entry_id.to_string(),
+        user_id: row.user_id.to_string(),
+        amount_cents: row.amount_cents,
+        billing_day: format_day(row.billing_day),
+        mail_status: status as i32,
+        mail_attempts: row.attempts,
+        created_at: Some(timestamp(row.created_at)),
+        sent_at: row.sent_at.map(timestamp),
+    }
+}
+
+fn earnings(e: &Earnings) -> pb::DayEarnings {
+    pb::DayEarnings {
+        billing_day: format_day(e.day),
+        earnings_cents: e.earnings(),
+        fees_cents: e.fees,
+        rewards_cents: e.rewards,
+    }
+}
+
+#[tonic::async_trait]
+impl AccountingService for Api {
+    #[tracing::instrument(skip_all)]
+    async fn get_balance(
+        &self,
+        request: Request<pb::GetBalanceRequest>,
+    ) -> Result<Response<pb::GetBalanceResponse>, Status> {
+        let user = Accounting::subject(caller(&request)?, &request.get_ref().user_id)?;
+        let (balance, day) = self.0.balance(user).await?;
+        Ok(Response::new(pb::GetBalanceResponse {
+            user_id: user.to_string(),
+            balance_cents: balance,
+            billing_day: format_day(day),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_entries(
+        &self,
+        request: Request<pb::ListEntriesRequest>,
+    ) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        let r = request.get_ref();
+        let user = Accounting::subject(caller(&request)?, &r.user_id)?;
+        let day = domain::parse_day("billing_day", &r.billing_day)?;
+        let limit = domain::parse_page_size(r.page_size)?;
+        let after = domain::parse_page_token(&r.page_token)?;
+        let (rows, next_page_token) = self.0.entries(user, day, after, limit).await?;
+        Ok(Response::new(pb::ListEntriesResponse {
+            entries: rows.iter().map(entry).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_management_earnings(
+        &self,
+        request: Request<pb::GetManagementEarningsRequest>,
+    ) -> Result<Response<pb::GetManagementEarningsResponse>, Status> {
+        caller(&request)?.require(Permission::AccountingReadAll)?;
+        let r = request.get_ref();
+        let today = self.0.current_day().await?;
+        let (from, to) = domain::parse_range(&r.from_day, &r.to_day, today, MAX_RANGE_DAYS)?;
+        let days = self.0.earnings(from, to).await?;
+        let now = self.0.earnings(today, today).await?;
+        Ok(Response::new(pb::GetManagementEarningsResponse {
+            today: now.first().map(earnings),
+            days: days.iter().map(earnings).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_payouts(
+        &self,
+        request: Request<pb::ListPayoutsRequest>,
+    ) -> Result<Response<pb::ListPayoutsResponse>, Status> {
+        let r = request.get_ref();
+        let user = Accounting::subject(caller(&request)?, &r.user_id)?;
+        let limit = domain::parse_page_size(r.page_size)?;
+        let before = domain::parse_page_token(&r.page_token)?;
+        let (rows, next_page_token) = self.0.payouts(user, before, limit).await?;
+        Ok(Response::new(pb::ListPayoutsResponse {
+            payouts: rows.iter().map(payout).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn close_day(
+        &self,
+        request: Request<pb::CloseDayRequest>,
+    ) -> Result<Response<pb::CloseDayResponse>, Status> {
+        caller(&request)?.require(Permission::AccountingCloseDay)?;
+        let day = domain::parse_day("billing_day", &request.get_ref().billing_day)?;
+        let closed = self.0.close_day(day).await?;
+        Ok(Response::new(pb::CloseDayResponse {
+            billing_day: format_day(closed.day),
+            closed_now: closed.closed_now,
+            payouts: closed.payouts,
+            paid_cents: closed.paid_cents,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl AnalyticsService for Api {
+    #[tracing::instrument(skip_all)]
+    async fn get_dashboard(
+        &self,
+        request: Request<analytics_pb::GetDashboardRequest>,
+    ) -> Result<Response<analytics_pb::GetDashboardResponse>, Status> {
+        caller(&request)?.require(Permission::AnalyticsRead)?;
+        let (today, negative) = self.0.dashboard().await?;
+        Ok(Response::new(analytics_pb::GetDashboardResponse {
+            billing_day: format_day(today.day),
+            management_earnings_cents: today.earnings(),
+            negative_balance_popugs: negative,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_most_expensive_task(
+        &self,
+        request: Request<analytics_pb::GetMostExpensiveTaskRequest>,
+    ) -> Result<Response<analytics_pb::GetMostExpensiveTaskResponse>, Status> {
+        caller(&request)?.require(Permission::AnalyticsRead)?;
+        let r = request.get_ref();
+        let anchor = match domain::parse_day("day", &r.day)? {
+            Some(day) => day,
+            None => self.0.current_day().await?,
+        };
+        let period = match analytics_pb::Period::try_from(r.period) {
+            Ok(analytics_pb::Period::Day) => Period::Day(anchor),
+            Ok(analytics_pb::Period::Week) => Period::Week(anchor),
+            Ok(analytics_pb::Period::Month) => Period::Month(anchor),
+            Ok(analytics_pb::Period::Custom) => {
+                let from = domain::parse_day("from_day", &r.from_day)?
+                    .ok_or_else(|| Error::invalid("from_day", "is required for a custom period"))?;
+                let to = domain::parse_day("to_day", &r.to_day)?
+                    .ok_or_else(|| Error::invalid("to_day", "is required for a custom period"))?;
+                if to < from {
+                    return Err(Error::invalid("to_day", "must not be before from_day").into());
+                }
+                Period::Custom(from, to)
+            }
+            Ok(analytics_pb::Period::Unspecified) | Err(_) => {
+                return Err(Error::invalid("period", "must be DAY, WEEK, MONTH or CUSTOM").into());
+            }
+        };
+        let (from, to) = period.range();
+        let found = self.0.most_expensive(period).await?;
+        Ok(Response::new(analytics_pb::GetMostExpensiveTaskResponse {
+            from_day: format_day(from),
+            to_day: format_day(to),
+            task: found.map(|e| analytics_pb::ExpensiveTask {
+                task_id: e.task_id.map(|t| t.to_string()).unwrap_or_default(),
+                jira_id: e.jira_id,
+                title: e.title,
+                description: e.description,
+                reward_cents: e.amount,
+                completed_day: format_day(e.billing_day),
+                assignee_id: e.user_id.to_string(),
+            }),
+        }))
+    }
+}
