@@ -21,6 +21,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod mailer;
+pub mod prices;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -10,6 +10,7 @@ use popug_auth::{AuthLayer, HttpJwks, Verifier, VerifierConfig};
 use popug_eventbus::{Bus, Consumer, ConsumerConfig, Outbox, Relay, Topology};
 use popug_grpc::ServeOptions;
 use popug_proto::popug::accounting::v1::accounting_service_server::AccountingServiceServer;
+use popug_proto::popug::accounting::v1::price_service_server::PriceServiceServer;
 use popug_proto::popug::analytics::v1::analytics_service_server::AnalyticsServiceServer;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -161,7 +162,10 @@ impl Application {
 
         let api = Api(accounting.clone());
         let routes = tonic::service::Routes::new(AccountingServiceServer::new(api.clone()))
-            .add_service(AnalyticsServiceServer::new(api));
+            .add_service(AnalyticsServiceServer::new(api))
+            .add_service(PriceServiceServer::new(crate::prices::Prices(
+                accounting.pool.clone(),
+            )));
         let grpc = popug_grpc::serve(
             self.grpc,
             routes,
@@ -169,6 +173,7 @@ impl Application {
                 service_names: vec![
                     "popug.accounting.v1.AccountingService",
                     "popug.analytics.v1.AnalyticsService",
+                    "popug.accounting.v1.PriceService",
                 ],
                 file_descriptor_sets: vec![popug_proto::FILE_DESCRIPTOR_SET],
                 auth,

@@ -31,6 +31,16 @@ pub struct Settings {
     pub rate_limit_burst: f64,
     /// Static files of the web client, served at `/` when the folder exists.
     pub web_dir: PathBuf,
+    /// Redis for the shared cache; `None` turns caching off.
+    pub redis_url: Option<String>,
+    /// Namespace of the gateway's Redis keys.
+    pub cache_prefix: String,
+    /// Backstop lifetime of cached entries (events invalidate them sooner).
+    pub cache_ttl: Duration,
+    /// NATS, for the events that invalidate the cache.
+    pub nats_url: String,
+    /// Prefix of the streams (as the services use).
+    pub stream_prefix: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +79,12 @@ impl Settings {
             rate_limit_per_sec: var("RATE_LIMIT_PER_SEC", 200.0)?,
             rate_limit_burst: var("RATE_LIMIT_BURST", 400.0)?,
             web_dir: var("WEB_DIR", PathBuf::from("web/dist"))?,
+            redis_url: Some(var("REDIS_URL", "redis://127.0.0.1:6379".to_owned())?)
+                .filter(|url| !url.is_empty()),
+            cache_prefix: var("CACHE_PREFIX", "popug:gw:".to_owned())?,
+            cache_ttl: Duration::from_secs(var("CACHE_TTL_SECS", 300)?),
+            nats_url: var("NATS_URL", "nats://127.0.0.1:4222".to_owned())?,
+            stream_prefix: var("STREAM_PREFIX", String::new())?,
         };
         settings.validate()?;
         Ok(settings)

@@ -11,10 +11,16 @@
 //! - [`authn`] — token verification with a cache of verified tokens
 //! - [`ratelimit`] — a token bucket per caller
 //! - [`proxy`] — generic forwarding with deadlines
-//! - [`web`] — static files beside the proxy
+//! - [`board`] — `BoardService`: answers composed from several services in parallel
+//! - [`cache`] — the Redis read-through cache of public data
+//! - [`invalidate`] — account events drop cached profiles
+//! - [`web`] — static files and `/metrics` beside the proxy
 
 pub mod authn;
+pub mod board;
+pub mod cache;
 pub mod config;
+pub mod invalidate;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;

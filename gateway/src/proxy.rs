@@ -13,6 +13,8 @@ use tonic::Status;
 use tonic::transport::Channel;
 use tower::{Service, ServiceExt};
 
+use popug_auth::Caller;
+
 use crate::authn::Authenticator;
 use crate::policy::{Access, PolicyTable};
 use crate::ratelimit::RateLimiter;
@@ -65,7 +67,7 @@ impl Service<http::Request<Body>> for Proxy {
 /// an upstream's own.
 const REFUSED_BY: &str = "gateway";
 
-fn refused(status: Status) -> Status {
+pub(crate) fn refused(status: Status) -> Status {
     let mut status = status;
     if let Ok(value) = REFUSED_BY.parse() {
         status.metadata_mut().insert("x-popug-refused-by", value);
@@ -74,12 +76,15 @@ fn refused(status: Status) -> Status {
 }
 
 impl ProxyState {
-    async fn forward(
+    /// The policy check, authentication and rate limit of one call to `path`; the
+    /// verified caller unless the RPC is public. Used for proxied and composed calls alike.
+    pub async fn admit(
         &self,
-        mut request: http::Request<Body>,
-    ) -> Result<http::Response<Body>, Status> {
-        let path = request.uri().path().to_owned();
-        let access = match self.policies.get(&path) {
+        path: &str,
+        headers: &http::HeaderMap,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<Option<Caller>, Status> {
+        let access = match self.policies.get(path) {
             None => {
                 return Err(refused(Status::unimplemented(format!(
                     "unknown method {path}"
@@ -92,18 +97,11 @@ impl ProxyState {
             }
             Some(Some(access)) => access,
         };
-        let limit_key = if *access == Access::Public {
-            request
-                .extensions()
-                .get::<tonic::transport::server::TcpConnectInfo>()
-                .and_then(|info| info.remote_addr())
-                .map_or_else(|| "anonymous".to_owned(), |addr| addr.ip().to_string())
+        let (caller, limit_key) = if *access == Access::Public {
+            let key = peer.map_or_else(|| "anonymous".to_owned(), |addr| addr.ip().to_string());
+            (None, key)
         } else {
-            let caller = self
-                .auth
-                .authenticate(request.headers())
-                .await
-                .map_err(refused)?;
+            let caller = self.auth.authenticate(headers).await.map_err(refused)?;
             if !access.allows(&caller) {
                 return Err(refused(Status::permission_denied(match access {
                     Access::AnyPermission(p) => format!(
@@ -116,13 +114,32 @@ impl ProxyState {
                     _ => "not allowed".to_owned(),
                 })));
             }
-            caller.id.to_string()
+            let key = caller.id.to_string();
+            (Some(caller), key)
         };
         if !self.limiter.allow(&limit_key) {
             return Err(refused(Status::resource_exhausted(
                 "rate limit exceeded; slow down",
             )));
         }
+        Ok(caller)
+    }
+
+    /// The upstream named `name`.
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    async fn forward(
+        &self,
+        mut request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, Status> {
+        let path = request.uri().path().to_owned();
+        let peer = request
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|info| info.remote_addr());
+        self.admit(&path, request.headers(), peer).await?;
         let upstream = self
             .upstreams
             .iter()
@@ -134,12 +151,7 @@ impl ProxyState {
             .ok_or_else(|| refused(Status::unimplemented(format!("no upstream serves {path}"))))?;
 
         // The caller's deadline, capped; what is left of it travels on.
-        let timeout = request
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout)
-            .map_or(self.default_timeout, |t| t.min(self.default_timeout));
+        let timeout = deadline(request.headers(), self.default_timeout);
         let headers = request.headers_mut();
         if let Ok(value) = encode_grpc_timeout(timeout).parse() {
             headers.insert("grpc-timeout", value);
@@ -178,6 +190,15 @@ fn deadline_exceeded(upstream: &str, timeout: Duration) -> Status {
     refused(Status::deadline_exceeded(format!(
         "{upstream} did not answer within {timeout:?}"
     )))
+}
+
+/// The caller's deadline from its headers, capped at `cap` (and `cap` when it sent none).
+pub fn deadline(headers: &http::HeaderMap, cap: Duration) -> Duration {
+    headers
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map_or(cap, |t| t.min(cap))
 }
 
 /// `grpc-timeout` is digits and a unit: H, M, S, m (ms), u (µs), n (ns).

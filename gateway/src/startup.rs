@@ -19,7 +19,12 @@ use tonic_health::server::HealthReporter;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
+use popug_eventbus::Topology;
+use popug_proto::popug::gateway::v1::board_service_server::BoardServiceServer;
+
 use crate::authn::Authenticator;
+use crate::board::Board;
+use crate::cache::Cache;
 use crate::config::Settings;
 use crate::policy::PolicyTable;
 use crate::proxy::{Proxy, ProxyState, Upstream};
@@ -30,6 +35,7 @@ pub struct Application {
     settings: Settings,
     listener: TcpListener,
     proxy: Arc<ProxyState>,
+    cache: Arc<Cache>,
 }
 
 fn channel(url: &str, settings: &Settings) -> anyhow::Result<Channel> {
@@ -73,11 +79,17 @@ impl Application {
             default_timeout: settings.default_timeout,
             max_message_bytes: settings.max_message_bytes,
         });
+        let cache = Arc::new(Cache::new(
+            settings.redis_url.as_deref(),
+            &settings.cache_prefix,
+            settings.cache_ttl,
+        ));
         let listener = TcpListener::bind(settings.listen_addr).await?;
         Ok(Application {
             settings,
             listener,
             proxy,
+            cache,
         })
     }
 
@@ -87,6 +99,11 @@ impl Application {
             .unwrap_or(self.settings.listen_addr)
     }
 
+    /// The cache, for tests and metrics.
+    pub fn cache(&self) -> Arc<Cache> {
+        self.cache.clone()
+    }
+
     /// Serves until `shutdown` resolves, then drains in-flight calls.
     pub async fn run_until_stopped(
         self,
@@ -94,6 +111,11 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
         let watcher = tokio::spawn(watch_upstreams(self.proxy.clone(), health.clone()));
+        let invalidator = tokio::spawn(crate::invalidate::run(
+            self.settings.nats_url.clone(),
+            Topology::new(&self.settings.stream_prefix)?,
+            self.cache.clone(),
+        ));
 
         let mut reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(popug_proto::FILE_DESCRIPTOR_SET)
@@ -111,10 +133,19 @@ impl Application {
         reflection = reflection.with_service_name("grpc.health.v1.Health");
         reflection_alpha = reflection_alpha.with_service_name("grpc.health.v1.Health");
 
+        let board = Board {
+            state: self.proxy.clone(),
+            cache: self.cache.clone(),
+        };
         let local = Routes::new(health_service)
+            .add_service(BoardServiceServer::new(board))
             .add_service(reflection.build_v1()?)
             .add_service(reflection_alpha.build_v1alpha()?);
-        let web = crate::web::fallback(self.settings.web_dir.clone(), Proxy(self.proxy.clone()));
+        let web = crate::web::fallback(
+            self.settings.web_dir.clone(),
+            Proxy(self.proxy.clone()),
+            self.cache.clone(),
+        );
         let router = local.into_axum_router().fallback_service(web);
 
         let cors = CorsLayer::new()
@@ -150,12 +181,14 @@ impl Application {
             )
             // Browsers ask first (preflight) and must see grpc-status in the answer.
             .layer(cors)
-            // grpc-web becomes plain gRPC before routing, and back on the way out.
-            .layer(tonic_web::GrpcWebLayer::new())
+            // grpc-web becomes plain gRPC before routing, and back on the way out; plain
+            // HTTP (the UI, /metrics) passes by.
+            .layer(crate::web::WebSplitLayer)
             .add_routes(Routes::from(router))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await;
         watcher.abort();
+        invalidator.abort();
         Ok(result?)
     }
 }

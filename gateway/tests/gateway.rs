@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes};
 use popug_auth::Claims;
 use popug_proto::popug::account::v1 as account_pb;
+use popug_proto::popug::gateway::v1 as board_pb;
 use popug_proto::popug::tasks::v1 as tasks_pb;
+use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -23,6 +25,9 @@ struct Mesh {
     gateway: SocketAddr,
     channel: Channel,
     accounts: Arc<account::service::Accounts>,
+    cache: Arc<gateway::cache::Cache>,
+    /// Stops Accounting, when it runs.
+    accounting: Option<tokio::sync::oneshot::Sender<()>>,
     /// Tokens by role name.
     tokens: Vec<(&'static str, String)>,
     _stop: Vec<tokio::sync::oneshot::Sender<()>>,
@@ -38,9 +43,21 @@ fn stopper() -> (
     })
 }
 
-/// Account + TaskKeeper + the gateway; accounting points at `accounting_url` (nothing
-/// listens there unless a test makes it).
+/// What runs besides Account, TaskKeeper and the gateway.
+#[derive(Default)]
+struct MeshOptions {
+    /// Start a real Accounting (otherwise its URL is a closed port).
+    accounting: bool,
+    /// Redis for the gateway's cache (none: caching off).
+    redis_url: Option<String>,
+}
+
+/// Account + TaskKeeper + the gateway; Accounting is "down" (a closed port).
 async fn spawn_mesh(tweak: impl FnOnce(&mut gateway::Settings)) -> Mesh {
+    spawn_mesh_with(MeshOptions::default(), tweak).await
+}
+
+async fn spawn_mesh_with(options: MeshOptions, tweak: impl FnOnce(&mut gateway::Settings)) -> Mesh {
     let _ = popug_telemetry::init("gateway-tests");
     let prefix = popug_testkit::unique_prefix();
     let account_app = account::Application::build(account::Settings {
@@ -87,16 +104,45 @@ async fn spawn_mesh(tweak: impl FnOnce(&mut gateway::Settings)) -> Mesh {
     let (stop_tk, stopped) = stopper();
     tokio::spawn(tk_app.run_until_stopped(stopped));
 
-    // A port nobody listens on: accounting is "down" unless a test says otherwise.
+    // A port nobody listens on: accounting is "down" unless asked for.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
+    let mut accounting_url = format!("http://{closed}");
+    let mut stop_accounting = None;
+    if options.accounting {
+        let app = accounting::Application::build(accounting::Settings {
+            grpc_addr: ([127, 0, 0, 1], 0).into(),
+            database_url: popug_testkit::fresh_database().await,
+            database_max_connections: 4,
+            nats_url: popug_testkit::nats_url(),
+            stream_prefix: prefix.clone(),
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            jwks_url: jwks.clone(),
+            day_cutoff: Duration::ZERO,
+            close_check_interval: None,
+            // Nobody reads payout mail here.
+            smtp_host: "127.0.0.1".into(),
+            smtp_port: closed.port(),
+            smtp_from: "Accounting <accounting@test.example>".into(),
+            mail_retry_base: Duration::from_secs(60),
+            mail_max_attempts: 1,
+            mail_poll_interval: Duration::from_secs(60),
+        })
+        .await
+        .unwrap();
+        accounting_url = format!("http://{}", app.grpc_addr());
+        let (stop, stopped) = stopper();
+        tokio::spawn(app.run_until_stopped(stopped));
+        stop_accounting = Some(stop);
+    }
     let mut settings = gateway::Settings {
         listen_addr: ([127, 0, 0, 1], 0).into(),
         account_url: format!("http://{account_grpc}"),
         taskkeeper_url: format!("http://{tk_grpc}"),
-        accounting_url: format!("http://{closed}"),
+        accounting_url,
         jwks_url: jwks,
         issuer: ISSUER.into(),
         audience: AUDIENCE.into(),
@@ -106,10 +152,16 @@ async fn spawn_mesh(tweak: impl FnOnce(&mut gateway::Settings)) -> Mesh {
         rate_limit_per_sec: 0.0,
         rate_limit_burst: 1.0,
         web_dir: std::env::temp_dir().join("popug-no-web"),
+        redis_url: options.redis_url,
+        cache_prefix: format!("{prefix}:gw:"),
+        cache_ttl: Duration::from_secs(3600),
+        nats_url: popug_testkit::nats_url(),
+        stream_prefix: prefix.clone(),
     };
     tweak(&mut settings);
     let gw = gateway::Application::build(settings).await.unwrap();
     let gateway = gw.local_addr();
+    let cache = gw.cache();
     let (stop_gw, stopped) = stopper();
     tokio::spawn(gw.run_until_stopped(stopped));
     let channel = Channel::from_shared(format!("http://{gateway}"))
@@ -122,6 +174,8 @@ async fn spawn_mesh(tweak: impl FnOnce(&mut gateway::Settings)) -> Mesh {
         gateway,
         channel,
         accounts,
+        cache,
+        accounting: stop_accounting,
         tokens: Vec::new(),
         _stop: vec![stop_account, stop_tk, stop_gw],
     };
@@ -487,7 +541,29 @@ async fn a_down_upstream_is_unavailable_quickly_and_a_silent_one_hits_the_deadli
 async fn grpc_web_over_http1_with_cors() {
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    let mesh = spawn_mesh(|_| {}).await;
+    let web_dir =
+        std::env::temp_dir().join(format!("popug-web-{}", popug_testkit::unique_prefix()));
+    std::fs::create_dir_all(&web_dir).unwrap();
+    std::fs::write(web_dir.join("index.html"), "<h1>PopugJira</h1>").unwrap();
+    let dir = web_dir.clone();
+    let mesh = spawn_mesh(move |s| s.web_dir = dir).await;
+
+    // The web UI over plain HTTP/1.1, with index.html for client-side routes.
+    let files = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Empty<Bytes>>();
+    for path in ["/", "/tasks/mine"] {
+        let response = files
+            .get(format!("http://{}{path}", mesh.gateway).parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK, "{path}");
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body.as_ref(), b"<h1>PopugJira</h1>", "{path}");
+    }
+    let _ = std::fs::remove_dir_all(&web_dir);
+
     let http1 = Client::builder(TokioExecutor::new())
         .build_http::<tonic_web::GrpcWebCall<tonic::body::Body>>();
     let web = tower::ServiceBuilder::new()
@@ -704,4 +780,311 @@ async fn health_reports_each_service_through_the_gateway() {
         ServingStatus::Serving as i32,
         "the gateway itself still serves"
     );
+}
+
+fn board(mesh: &Mesh) -> board_pb::board_service_client::BoardServiceClient<Channel> {
+    board_pb::board_service_client::BoardServiceClient::new(mesh.channel.clone())
+}
+
+/// Creates a task as `token`, waiting until TaskKeeper knows an assignable user.
+async fn create_task(mesh: &Mesh, token: &str, title: &str) -> tasks_pb::Task {
+    let tasks = || tasks_pb::task_service_client::TaskServiceClient::new(mesh.channel.clone());
+    popug_testkit::eventually(Duration::from_secs(10), "an assignable user", || async {
+        let request = tasks_pb::CreateTaskRequest {
+            title: title.into(),
+            ..Default::default()
+        };
+        tasks().create_task(with_token(token, request)).await.ok()
+    })
+    .await
+    .into_inner()
+    .task
+    .unwrap()
+}
+
+async fn task_board(mesh: &Mesh, token: &str) -> board_pb::GetTaskBoardResponse {
+    board(mesh)
+        .get_task_board(with_token(token, board_pb::GetTaskBoardRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn the_board_composes_names_and_prices_and_degrades_without_accounting() {
+    let mesh = spawn_mesh_with(
+        MeshOptions {
+            accounting: true,
+            redis_url: Some(popug_testkit::redis_url()),
+        },
+        |_| {},
+    )
+    .await;
+    let mut mesh = mesh;
+    // Only the worker and the accountant can be assigned; the manager sees the board.
+    let worker = mesh.token("worker").to_owned();
+    let manager = mesh.token("manager").to_owned();
+    for title in ["One", "Two", "Three"] {
+        create_task(&mesh, &worker, title).await;
+    }
+    let complete =
+        popug_testkit::eventually(Duration::from_secs(10), "every task priced", || async {
+            let answer = task_board(&mesh, &manager).await;
+            (answer.tasks.len() == 3 && answer.tasks.iter().all(|t| t.priced)).then_some(answer)
+        })
+        .await;
+    assert!(complete.missing.is_empty(), "{:?}", complete.missing);
+    for entry in &complete.tasks {
+        assert_eq!(entry.assignee_name, "Test Popug");
+        assert!(["worker", "accountant"].contains(&entry.assignee_username.as_str()));
+        assert!(
+            (1000..=2000).contains(&entry.assign_fee_cents) && entry.assign_fee_cents % 100 == 0
+        );
+        assert!((2000..=4000).contains(&entry.reward_cents) && entry.reward_cents % 100 == 0);
+    }
+
+    // My overview: my open tasks, my balance (minus the fees of my tasks), today's log.
+    let mine: Vec<_> = complete
+        .tasks
+        .iter()
+        .filter(|t| t.assignee_username == "worker")
+        .collect();
+    let fees: i64 = mine.iter().map(|t| t.assign_fee_cents).sum();
+    let overview =
+        popug_testkit::eventually(Duration::from_secs(10), "the ledger caught up", || async {
+            let answer = board(&mesh)
+                .get_my_overview(with_token(&worker, board_pb::GetMyOverviewRequest {}))
+                .await
+                .unwrap()
+                .into_inner();
+            (answer.balance_cents == -fees && answer.today_entries.len() == mine.len())
+                .then_some(answer)
+        })
+        .await;
+    assert!(overview.missing.is_empty());
+    assert_eq!(overview.open_tasks.len(), mine.len());
+
+    // Accounting goes away: names still come, prices of new tasks do not, the overview
+    // says what is missing — and every answer still arrives.
+    drop(mesh.accounting.take());
+    create_task(&mesh, &worker, "Four").await;
+    let degraded = popug_testkit::eventually(
+        Duration::from_secs(15),
+        "prices reported missing",
+        || async {
+            let answer = task_board(&mesh, &manager).await;
+            (answer.missing == [board_pb::Part::Prices as i32]).then_some(answer)
+        },
+    )
+    .await;
+    assert_eq!(degraded.tasks.len(), 4);
+    assert!(
+        degraded
+            .tasks
+            .iter()
+            .all(|t| t.assignee_name == "Test Popug"),
+        "names still there"
+    );
+    let overview = board(&mesh)
+        .get_my_overview(with_token(&worker, board_pb::GetMyOverviewRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        overview.missing,
+        [
+            board_pb::Part::Balance as i32,
+            board_pb::Part::Entries as i32
+        ]
+    );
+    assert!(!overview.open_tasks.is_empty() || mine.is_empty());
+}
+
+#[tokio::test]
+async fn the_cache_never_leaks_and_follows_account_events() {
+    let mesh = spawn_mesh_with(
+        MeshOptions {
+            accounting: false,
+            redis_url: Some(popug_testkit::redis_url()),
+        },
+        |_| {},
+    )
+    .await;
+    let worker = mesh.token("worker").to_owned();
+    let accountant = mesh.token("accountant").to_owned();
+    let admin = mesh.token("admin").to_owned();
+    for n in 0..6 {
+        create_task(&mesh, &worker, &format!("Task {n}")).await;
+    }
+    // Each assignee sees only their own tasks, whatever the cache holds.
+    let worker_id = decode_claims(&worker).sub;
+    let accountant_id = decode_claims(&accountant).sub;
+    let mine = task_board(&mesh, &worker).await;
+    assert!(
+        mine.tasks
+            .iter()
+            .all(|t| t.task.as_ref().unwrap().assignee_id == worker_id)
+    );
+    let theirs = task_board(&mesh, &accountant).await;
+    assert!(
+        theirs
+            .tasks
+            .iter()
+            .all(|t| t.task.as_ref().unwrap().assignee_id == accountant_id)
+    );
+    assert_eq!(mine.tasks.len() + theirs.tasks.len(), 6);
+
+    // What the cache holds about a user is public: no e-mail anywhere in it.
+    let redis = redis::Client::open(popug_testkit::redis_url()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let key = mesh.cache.key("profile", &worker_id);
+    let cached: Option<Vec<u8>> = redis::AsyncCommands::get(&mut conn, &key).await.unwrap();
+    let cached = cached.expect("the worker's profile is cached after a board");
+    assert!(!String::from_utf8_lossy(&cached).contains("worker@test.example"));
+
+    // A new name shows at once (the TTL here is an hour): the account event dropped it.
+    let rename = account_pb::UpdateAccountRequest {
+        id: worker_id.clone(),
+        name: Some("Renamed".into()),
+        role: Some(account_pb::Role::Accountant as i32),
+        ..Default::default()
+    };
+    mesh.who_am_i()
+        .update_account(with_token(&admin, rename))
+        .await
+        .unwrap();
+    popug_testkit::eventually(
+        Duration::from_secs(10),
+        "the new name on the board",
+        || async {
+            let answer = task_board(&mesh, &worker).await;
+            answer
+                .tasks
+                .iter()
+                .all(|t| t.assignee_name == "Renamed Popug")
+                .then_some(())
+        },
+    )
+    .await;
+    let profile: Option<Vec<u8>> = redis::AsyncCommands::get(&mut conn, &key).await.unwrap();
+    let profile = account_pb::Profile::decode(profile.unwrap().as_slice()).unwrap();
+    assert_eq!(
+        profile.role,
+        account_pb::Role::Accountant as i32,
+        "the role change is cached too"
+    );
+}
+
+/// A private Redis for one test, so it can be stopped without touching anyone else's.
+struct PrivateRedis {
+    child: std::process::Child,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> PrivateRedis {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (deploy/infra.sh installs it)");
+        PrivateRedis { child }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn redis_stopped_mid_run_means_uncached_not_failed() {
+    use std::sync::atomic::Ordering;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redis = PrivateRedis::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    popug_testkit::eventually(Duration::from_secs(5), "private redis up", || async {
+        redis::Client::open(url.as_str())
+            .ok()?
+            .get_multiplexed_async_connection()
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let mesh = spawn_mesh_with(
+        MeshOptions {
+            accounting: false,
+            redis_url: Some(url.clone()),
+        },
+        |_| {},
+    )
+    .await;
+    let worker = mesh.token("worker").to_owned();
+    let manager = mesh.token("manager").to_owned();
+    create_task(&mesh, &worker, "Cached").await;
+    let first = task_board(&mesh, &manager).await;
+    let second = task_board(&mesh, &manager).await;
+    assert_eq!(first.tasks[0].assignee_name, second.tasks[0].assignee_name);
+    let metrics = &mesh.cache.metrics;
+    assert!(
+        metrics.hits.load(Ordering::Relaxed) >= 1,
+        "the second board hit the cache"
+    );
+
+    drop(redis);
+    let errors_before = metrics.errors.load(Ordering::Relaxed);
+    for _ in 0..3 {
+        let answer = task_board(&mesh, &manager).await;
+        // Redis is not a source, so nothing more is missing than without it (Accounting
+        // does not run in this test: prices are missing all along).
+        assert_eq!(answer.missing, [board_pb::Part::Prices as i32]);
+        assert_eq!(answer.tasks[0].assignee_name, "Test Popug");
+    }
+    assert!(
+        metrics.errors.load(Ordering::Relaxed) > errors_before,
+        "the outage is counted"
+    );
+
+    // /metrics says so too.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<Bytes>>();
+    let response = client
+        .get(format!("http://{}/metrics", mesh.gateway).parse().unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("gateway_cache_errors_total"),
+        "{status} {headers:?} {text}"
+    );
+
+    // Redis back: caching resumes.
+    let _redis = PrivateRedis::start(port);
+    let hits_before = metrics.hits.load(Ordering::Relaxed);
+    popug_testkit::eventually(Duration::from_secs(15), "cache hits again", || async {
+        task_board(&mesh, &manager).await;
+        (metrics.hits.load(Ordering::Relaxed) > hits_before).then_some(())
+    })
+    .await;
 }

@@ -6,6 +6,7 @@
 //! - [`popug::tasks::v1`] — tasks, task and reassign events
 //! - [`popug::accounting::v1`] — balances, ledger, payouts, accounting events
 //! - [`popug::analytics::v1`] — the admins' dashboard
+//! - [`popug::gateway::v1`] — answers the gateway composes from several services
 //! - [`popug::events::v1`] — the event envelope and dead letters
 //! - [`popug::authz::v1`] — the per-RPC access policy option
 
@@ -36,6 +37,11 @@ pub mod popug {
     pub mod tasks {
         pub mod v1 {
             tonic::include_proto!("popug.tasks.v1");
+        }
+    }
+    pub mod gateway {
+        pub mod v1 {
+            tonic::include_proto!("popug.gateway.v1");
         }
     }
     pub mod events {
