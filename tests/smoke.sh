@@ -11,11 +11,12 @@ cd "$(dirname "$0")/.."
 ensure_grpcurl
 
 bin="${CARGO_TARGET_DIR:-target}/debug"
-cargo build --locked --quiet -p account -p taskkeeper -p gateway
+cargo build --locked --quiet -p account -p taskkeeper -p accounting -p gateway
 
 db="popug_smoke_$$"
 psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $db" >/dev/null
 psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE ${db}_tasks" >/dev/null
+psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE ${db}_money" >/dev/null
 work="$(mktemp -d)"
 pids=()
 cleanup() {
@@ -23,6 +24,7 @@ cleanup() {
   wait 2>/dev/null || true
   psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
   psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS ${db}_tasks" >/dev/null 2>&1 || true
+  psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS ${db}_money" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -47,10 +49,21 @@ wait_tcp 127.0.0.1 56051 30 || fail "account did not listen"
 "$bin/taskkeeper" serve >"$work/taskkeeper.log" 2>&1 &
 pids+=($!)
 wait_tcp 127.0.0.1 56052 30 || fail "taskkeeper did not listen"
+ensure_maildev 56025 56026 "$work/maildev.pid"
+pids+=("$(cat "$work/maildev.pid")")
+export ACCOUNTING__GRPC_ADDR=127.0.0.1:56053
+export ACCOUNTING__DATABASE_URL="postgres://postgres@127.0.0.1:5432/${db}_money"
+export ACCOUNTING__STREAM_PREFIX="smoke$$"
+export ACCOUNTING__JWKS_URL=http://127.0.0.1:56081/.well-known/jwks.json
+export ACCOUNTING__SMTP_HOST=127.0.0.1 ACCOUNTING__SMTP_PORT=56025
+"$bin/accounting" serve >"$work/accounting.log" 2>&1 &
+pids+=($!)
+wait_tcp 127.0.0.1 56053 30 || fail "accounting did not listen"
 export GATEWAY__LISTEN_ADDR=127.0.0.1:56080
 export GATEWAY__ACCOUNT_URL=http://127.0.0.1:56051 GATEWAY__TASKKEEPER_URL=http://127.0.0.1:56052
 export GATEWAY__ACCOUNTING_URL=http://127.0.0.1:56053
 export GATEWAY__JWKS_URL=http://127.0.0.1:56081/.well-known/jwks.json
+export GATEWAY__STREAM_PREFIX="smoke$$" GATEWAY__CACHE_PREFIX="smoke$$:gw:"
 "$bin/gateway" serve >"$work/gateway.log" 2>&1 &
 pids+=($!)
 wait_tcp 127.0.0.1 56080 30 || fail "gateway did not listen"
@@ -179,5 +192,101 @@ done
 g -d '{"service":"popug.tasks.v1.TaskService"}' $GW grpc.health.v1.Health/Check | grep -q '"SERVING"' ||
   fail "gateway health for TaskService"
 check "the gateway refuses by policy and reports each service's health"
+
+# --- Accounting and analytics, through the gateway ---------------------------------------
+accountant="$(login accountant popug-accountant)"
+gw() { local token="$1"; shift; g -H "authorization: Bearer $token" "$@"; }
+# Poll a jq condition on an RPC's answer (the ledger follows the buses asynchronously).
+until_jq() {
+  local what="$1" filter="$2" token="$3" data="$4" method="$5" out=""
+  for _ in $(seq 1 100); do
+    out="$(gw "$token" -d "$data" $GW "$method" 2>/dev/null)" && jq -e "$filter" <<<"$out" >/dev/null && {
+      printf '%s' "$out"
+      return 0
+    }
+    sleep 0.1
+  done
+  fail "$what: last answer $out"
+}
+
+# Every task priced, via the composed board (names from Account, prices from Accounting).
+board="$(until_jq "prices on the board" '(.tasks | length) == 3 and all(.tasks[]; .priced) and (.missing // [] | length) == 0' \
+  "$manager" '{}' popug.gateway.v1.BoardService/GetTaskBoard)"
+price() { jq -r --arg t "$1" --arg f "$2" '.tasks[] | select(.task.title == $t) | .[$f] | tonumber' <<<"$board"; }
+fee_feed=$(price "Feed the parrots" assignFeeCents) reward_feed=$(price "Feed the parrots" rewardCents)
+fee_seeds=$(price "Buy seeds" assignFeeCents) fee_via=$(price "Via the gateway" assignFeeCents)
+# "Feed" was assigned once and completed; "Buy seeds" assigned and reassigned; "Via" once.
+fees=$((fee_feed + 2 * fee_seeds + fee_via))
+earnings=$((fees - reward_feed))
+check "the board shows every task with its price (fees $fee_feed/$fee_seeds/$fee_via, reward $reward_feed)"
+
+until_jq "management earnings today = fees - rewards = $earnings" \
+  ".today.earningsCents // \"0\" | tonumber == $earnings" "$accountant" '{}' \
+  popug.accounting.v1.AccountingService/GetManagementEarnings >/dev/null
+check "management earnings today are fees minus rewards: $earnings cents"
+
+log="$(until_jq "the completer's audit log" '[(.entries // [])[] | select(.kind == "ENTRY_KIND_COMPLETION_REWARD")] | length == 1' \
+  "$owner_token" '{}' popug.accounting.v1.AccountingService/ListEntries)"
+jq -e --arg t "$task_id" --argjson r "$reward_feed" '.entries[] | select(.kind == "ENTRY_KIND_COMPLETION_REWARD")
+  | .taskId == $t and (.amountCents | tonumber) == $r and .jiraId == "UBERPOP-42" and .title == "Feed the parrots"' \
+  <<<"$log" >/dev/null || fail "the reward entry: $log"
+sum=$(jq '[.entries[].amountCents | tonumber] | add' <<<"$log")
+balance=$(gw "$owner_token" $GW popug.accounting.v1.AccountingService/GetBalance | jq '.balanceCents // "0" | tonumber')
+[[ "$sum" == "$balance" ]] || fail "balance $balance is not the sum of the audit log $sum"
+check "the completer's audit log shows the reward with the task's jira id and title; balance = sum of entries ($balance)"
+
+dash="$(gw "$admin" $GW popug.analytics.v1.AnalyticsService/GetDashboard)"
+[[ "$(jq '.managementEarningsCents // "0" | tonumber' <<<"$dash")" == "$earnings" ]] || fail "dashboard: $dash"
+top="$(gw "$admin" -d '{"period":"PERIOD_DAY"}' $GW popug.analytics.v1.AnalyticsService/GetMostExpensiveTask)"
+jq -e --arg t "$task_id" --argjson r "$reward_feed" '.task.taskId == $t and (.task.rewardCents | tonumber) == $r' \
+  <<<"$top" >/dev/null || fail "most expensive task: $top"
+check "analytics: earnings today and the most expensive task of the day"
+
+# Until someone is in the black, every new task is completed by whoever gets it.
+ids="$(gw "$admin" -d '{"pageSize":100}' $GW popug.account.v1.AccountService/ListAccounts | jq -r '.accounts[] | "\(.id) \(.username)"')"
+balances() {
+  while read -r id name; do
+    printf '%s %s %s\n' "$id" "$name" "$(gw "$accountant" -d "{\"userId\":\"$id\"}" $GW \
+      popug.accounting.v1.AccountingService/GetBalance | jq -r '.balanceCents // "0"')"
+  done <<<"$ids"
+}
+for round in $(seq 1 40); do
+  balances >"$work/balances.txt"
+  awk '$3 > 0 { found = 1 } END { exit !found }' "$work/balances.txt" && break
+  extra="$(gw "$worker" -d "{\"title\":\"Extra $round\"}" $GW popug.tasks.v1.TaskService/CreateTask)"
+  who="$(gw "$admin" -d "{\"id\":\"$(jq -r .task.assigneeId <<<"$extra")\"}" $GW popug.account.v1.AccountService/GetAccount | jq -r .account.username)"
+  gw "$(login "$who" "popug-$who")" -d "{\"id\":\"$(jq -r .task.id <<<"$extra")\"}" $GW popug.tasks.v1.TaskService/CompleteTask >/dev/null
+  # Wait for the ledger to take the reward in before looking again.
+  until_jq "the extra reward in the ledger" "[(.entries // [])[] | select(.taskId == \"$(jq -r .task.id <<<"$extra")\" and .kind == \"ENTRY_KIND_COMPLETION_REWARD\")] | length == 1" \
+    "$accountant" "{\"userId\":\"$(jq -r .task.assigneeId <<<"$extra")\",\"pageSize\":500}" \
+    popug.accounting.v1.AccountingService/ListEntries >/dev/null
+done
+awk '$3 > 0 { found = 1 } END { exit !found }' "$work/balances.txt" || fail "nobody in the black after 40 tasks"
+
+closed="$(gw "$admin" $GW popug.accounting.v1.AccountingService/CloseDay)" || fail "CloseDay"
+jq -e '.closedNow == true' <<<"$closed" >/dev/null || fail "close: $closed"
+paid=0
+while read -r id name before; do
+  after=$(gw "$accountant" -d "{\"userId\":\"$id\"}" $GW popug.accounting.v1.AccountingService/GetBalance | jq -r '.balanceCents // "0"')
+  if ((before > 0)); then
+    [[ "$after" == 0 ]] || fail "$name had $before, still has $after after the close"
+    dollars="$(printf '%d.%02d' $((before / 100)) $((before % 100)))"
+    mail=""
+    for _ in $(seq 1 100); do
+      mail="$(curl -fsS http://127.0.0.1:56026/api/email | jq -c --arg to "$name@popug.example" \
+        '[.[] | select(.envelope.to[0].address == $to)]')"
+      [[ "$(jq length <<<"$mail")" == 1 ]] && break
+      sleep 0.1
+    done
+    [[ "$(jq length <<<"$mail")" == 1 ]] || fail "no single payout e-mail for $name: $mail"
+    jq -e --arg d "\$$dollars" '.[0].subject | contains($d)' <<<"$mail" >/dev/null ||
+      fail "the e-mail to $name does not say $dollars: $mail"
+    paid=$((paid + 1))
+  else
+    [[ "$after" == "$before" ]] || fail "$name's balance $before changed to $after (carried over unchanged)"
+  fi
+done <"$work/balances.txt"
+[[ "$(jq -r '.payouts // "0"' <<<"$closed")" == "$paid" ]] || fail "close paid $(jq -r .payouts <<<"$closed"), expected $paid"
+check "CloseDay paid $paid popug(s) to zero, each got one e-mail with the amount; the rest carried over"
 
 echo "smoke: $passed passed, 0 failed"
