@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # deploy/test.sh — command 2 of the README, and what CI runs (.ci/run): install and start
 # what the tests need, then the contract checks (buf lint, buf breaking), formatting and
-# lints, the deploy files, every Rust test against the real servers, and the end-to-end smoke test.
+# lints, the deploy files, every Rust test against the real servers, the end-to-end smoke
+# test (grpcurl) and the browser tests (Playwright, Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=deploy/infra.sh
@@ -43,3 +44,6 @@ cargo test --workspace --locked
 
 section "smoke: the built services end to end with grpcurl"
 bash tests/smoke.sh
+
+section "e2e: the web client in headless Chromium against the running mesh"
+bash tests/e2e.sh

@@ -18,7 +18,10 @@ ensure_db popug_account
 ensure_db popug_taskkeeper
 ensure_db popug_accounting
 
-echo "up: building (release)…"
+echo "up: building the web client…"
+ensure_node
+(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+echo "up: building the services (release)…"
 cargo build --release --locked --quiet -p account -p taskkeeper -p accounting -p gateway
 bin="${CARGO_TARGET_DIR:-target}/release"
 mkdir -p .run
@@ -60,6 +63,7 @@ PopugJira is up.
   TaskKeeper  gRPC  127.0.0.1:50052
   Accounting  gRPC  127.0.0.1:50053   (payout e-mails: http://127.0.0.1:1080)
   Gateway     gRPC + grpc-web  127.0.0.1:8080   <- the public entry; use this one
+  Web UI      http://127.0.0.1:8080   (demo users below)
   logs in .run/*.log; stop with: bash deploy/down.sh
 
 Try it (grpcurl: $GRPCURL):
