@@ -9,6 +9,7 @@
 //! an entry written before the task's text arrived gets a placeholder that the text fills
 //! later; a fee or reward goes to the user the causing event names, known or not yet.
 
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use popug_eventbus::catalog::{self, is, open};
@@ -21,12 +22,23 @@ use time::Date;
 use uuid::Uuid;
 
 use crate::domain::{self, Prices};
-use crate::store::{self, EntryRow, Kind, NewEntry, TaskText, UserSnapshot, timestamp};
+use crate::store::{self, EntryLeg, EntryRow, Kind, SeenTask, TaskText, UserSnapshot, timestamp};
 
 /// Durable consumer names.
 pub const USERS_CONSUMER: &str = "accounting-users";
 pub const TASKS_CONSUMER: &str = "accounting-tasks";
 pub const REASSIGNS_CONSUMER: &str = "accounting-reassigns";
+
+/// Messages per batch transaction of the task consumer: the ledger books a whole batch
+/// with a few statements, so bigger batches mean fewer round trips and commits.
+pub const TASKS_BATCH: usize = 2_000;
+/// Task consumers running side by side on the one durable consumer (each message goes to
+/// one of them): the ledger is order-independent and locks tasks and balances in key
+/// order, so two batches apply in parallel on two database connections.
+pub const TASKS_CONSUMERS: usize = 2;
+/// Messages per batch of the reassign consumer: each chunk holds up to a thousand legs,
+/// so a batch stays around a few seconds, far inside the consumer's ack wait.
+pub const REASSIGNS_BATCH: usize = 20;
 
 /// Producer name on every envelope.
 pub const PRODUCER: &str = "accounting";
@@ -52,63 +64,6 @@ pub fn entry_kind(raw: &str) -> pb::EntryKind {
         Some(Kind::Payout) => pb::EntryKind::Payout,
         None => pb::EntryKind::Unspecified,
     }
-}
-
-/// `task.created` in either version, as v2. A v1 title like `"[UBERPOP-42] - Title"` is
-/// split into jira_id `UBERPOP-42` and title `Title`; any other v1 title is kept whole.
-pub fn read_task_created(envelope: &Envelope) -> Result<tasks::TaskCreated, HandleError> {
-    if is::<tasks::TaskCreated>(envelope) {
-        return open::<tasks::TaskCreated>(envelope);
-    }
-    if is::<tasks::TaskCreatedV1>(envelope) {
-        let v1 = open::<tasks::TaskCreatedV1>(envelope)?;
-        let (jira_id, title) = split_v1_title(&v1.title);
-        return Ok(tasks::TaskCreated {
-            task_id: v1.task_id,
-            public_id: v1.public_id,
-            title,
-            jira_id,
-            description: v1.description,
-            assignee_id: v1.assignee_id,
-            status: v1.status,
-            sequence: v1.sequence,
-        });
-    }
-    Err(HandleError::Permanent(format!(
-        "not a task.created event: {} v{}",
-        envelope.name, envelope.version
-    )))
-}
-
-/// `"[UBERPOP-42] - Title"` → (`"UBERPOP-42"`, `"Title"`); anything else → (`""`, whole).
-pub fn split_v1_title(mixed: &str) -> (String, String) {
-    let trimmed = mixed.trim();
-    if let Some(rest) = trimmed.strip_prefix('[')
-        && let Some((id, title)) = rest.split_once(']')
-    {
-        let id = id.trim();
-        if is_jira_id(id) {
-            let title = title.trim_start();
-            let title = title.strip_prefix('-').unwrap_or(title).trim();
-            return (id.to_owned(), title.to_owned());
-        }
-    }
-    (String::new(), trimmed.to_owned())
-}
-
-/// `^[A-Z][A-Z0-9]+-[0-9]+$`
-fn is_jira_id(s: &str) -> bool {
-    let Some((project, number)) = s.split_once('-') else {
-        return false;
-    };
-    let project = project.as_bytes();
-    project.len() >= 2
-        && project[0].is_ascii_uppercase()
-        && project[1..]
-            .iter()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-        && !number.is_empty()
-        && number.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn uuid(field: &str, raw: &str) -> Result<Uuid, HandleError> {
@@ -160,6 +115,12 @@ impl Handler for Users {
 
 /// Applies task and reassign events to the ledger. Each entry is keyed by its event leg
 /// (event id, task id, kind), so a redelivered event never adds a second one.
+///
+/// Set-based: the legs of a whole consumer batch (or of one event) are booked with a
+/// handful of statements — tasks seen and assignments noted for every task at once (rows
+/// locked in id order), entries and balances in one statement (balances locked in user
+/// order), their `entry_applied` events in one more — with exactly the effects of booking
+/// the legs one by one in delivery order.
 #[derive(Clone)]
 pub struct Ledger {
     pub outbox: Outbox,
@@ -167,13 +128,142 @@ pub struct Ledger {
     pub cutoff: Duration,
 }
 
+/// Legs booked per round of statements; a consumer batch of reassign chunks is split.
+const LEGS_PER_ROUND: usize = 5_000;
+
+/// A task's text, as an event carries it.
+#[derive(Debug, Clone)]
+struct Text {
+    public_id: String,
+    jira_id: String,
+    title: String,
+    description: String,
+}
+
+impl Text {
+    fn borrow(&self) -> TaskText<'_> {
+        TaskText {
+            public_id: &self.public_id,
+            jira_id: &self.jira_id,
+            title: &self.title,
+            description: &self.description,
+        }
+    }
+}
+
 /// One assignment or completion to book.
-struct Leg<'a> {
+#[derive(Debug, Clone)]
+struct Leg {
+    event_id: Uuid,
     task_id: Uuid,
     user_id: Uuid,
     sequence: i64,
-    text: Option<TaskText<'a>>,
+    text: Option<Text>,
     kind: Option<Kind>,
+}
+
+/// The legs of one event, or why it can never be applied.
+fn legs_of(envelope: &Envelope) -> Result<Vec<Leg>, HandleError> {
+    let event_id = uuid("event id", &envelope.event_id)?;
+    let one = |task_id: &str,
+               assignee_id: &str,
+               sequence: i64,
+               text: Text,
+               kind: Option<Kind>|
+     -> Result<Vec<Leg>, HandleError> {
+        Ok(vec![Leg {
+            event_id,
+            task_id: uuid("task id", task_id)?,
+            user_id: uuid("assignee id", assignee_id)?,
+            sequence,
+            text: Some(text),
+            kind,
+        }])
+    };
+    if envelope.name == "task.created" {
+        let t = popug_eventbus::upcast::task_created(envelope)?;
+        let text = Text {
+            public_id: t.public_id,
+            jira_id: t.jira_id,
+            title: t.title,
+            description: t.description,
+        };
+        one(&t.task_id, &t.assignee_id, t.sequence, text, None)
+    } else if is::<tasks::TaskAssigned>(envelope) {
+        let t = open::<tasks::TaskAssigned>(envelope)?;
+        let text = Text {
+            public_id: t.public_id,
+            jira_id: t.jira_id,
+            title: t.title,
+            description: t.description,
+        };
+        one(
+            &t.task_id,
+            &t.assignee_id,
+            t.sequence,
+            text,
+            Some(Kind::AssignFee),
+        )
+    } else if is::<tasks::TaskCompleted>(envelope) {
+        let t = open::<tasks::TaskCompleted>(envelope)?;
+        let text = Text {
+            public_id: t.public_id,
+            jira_id: t.jira_id,
+            title: t.title,
+            description: t.description,
+        };
+        let kind = Some(Kind::CompletionReward);
+        one(&t.task_id, &t.assignee_id, t.sequence, text, kind)
+    } else if is::<tasks::ReassignChunk>(envelope) {
+        let chunk = open::<tasks::ReassignChunk>(envelope)?;
+        chunk
+            .tasks
+            .iter()
+            .map(|t| {
+                Ok(Leg {
+                    event_id,
+                    task_id: uuid("task id", &t.task_id)?,
+                    user_id: uuid("assignee id", &t.assignee_id)?,
+                    sequence: t.sequence,
+                    text: None,
+                    kind: Some(Kind::AssignFee),
+                })
+            })
+            .collect()
+    } else {
+        Err(HandleError::Permanent(format!(
+            "unknown event {} v{}",
+            envelope.name, envelope.version
+        )))
+    }
+}
+
+/// What the legs, applied one by one in order, do to each task they name (by id).
+fn seen_tasks(legs: &[Leg]) -> Vec<SeenTask<'_>> {
+    let mut tasks: BTreeMap<Uuid, SeenTask<'_>> = BTreeMap::new();
+    for leg in legs {
+        let task = tasks.entry(leg.task_id).or_insert_with(|| SeenTask {
+            id: leg.task_id,
+            prices: Prices::draw(),
+            text: None,
+            sequence: i64::MIN,
+            assignee: leg.user_id,
+            completion: None,
+        });
+        if task.text.is_none() {
+            task.text = leg.text.as_ref().map(Text::borrow);
+        }
+        // A leg changes the assignment only when newer than everything before it
+        // (store::note_assignment); so does a completion mark the task completed.
+        if leg.sequence > task.sequence {
+            if leg.kind == Some(Kind::CompletionReward) {
+                task.completion = Some(leg.sequence);
+            }
+            task.sequence = leg.sequence;
+            task.assignee = leg.user_id;
+        }
+    }
+    tasks.into_values().collect()
 }
 
 impl Ledger {
@@ -185,52 +275,48 @@ impl Ledger {
         Ok(open.max(today))
     }
 
-    /// Books the legs of one event; returns the entry_applied envelopes to publish.
-    async fn book(
-        &self,
-        conn: &mut PgConnection,
-        event_id: Uuid,
-        legs: &[Leg<'_>],
-    ) -> Result<Vec<Envelope>, sqlx::Error> {
+    /// Books `legs` (in order) and adds their entry_applied events to the outbox.
+    async fn book(&self, conn: &mut PgConnection, legs: &[Leg]) -> Result<(), sqlx::Error> {
+        if legs.is_empty() {
+            return Ok(());
+        }
         let day = self.billing_day(conn).await?;
-        let mut out = Vec::new();
-        for leg in legs {
-            let task = store::see_task(conn, leg.task_id, Prices::draw(), leg.text).await?;
-            store::note_assignment(
-                conn,
-                leg.task_id,
-                leg.user_id,
-                leg.sequence,
-                leg.kind == Some(Kind::CompletionReward),
-            )
-            .await?;
-            let amount = match leg.kind {
-                Some(Kind::AssignFee) => -task.fee_cents,
-                Some(Kind::CompletionReward) => task.reward_cents,
-                Some(Kind::Payout) | None => continue,
-            };
-            let Some(kind) = leg.kind else { continue };
-            let written = store::add_entry(
-                conn,
-                &NewEntry {
+        let tasks = seen_tasks(legs);
+        let filled: HashSet<Uuid> = store::see_tasks(conn, &tasks).await?.into_iter().collect();
+        store::note_assignments(conn, &tasks).await?;
+        // The text of a filled placeholder is the one this batch brought.
+        let texts: Vec<(Uuid, TaskText<'_>)> = tasks
+            .iter()
+            .filter(|t| filled.contains(&t.id))
+            .filter_map(|t| Some((t.id, t.text?)))
+            .collect();
+        store::fill_entry_texts(conn, &texts).await?;
+        let entries: Vec<EntryLeg> = legs
+            .iter()
+            .filter_map(|leg| {
+                Some(EntryLeg {
+                    event_id: leg.event_id,
+                    task_id: leg.task_id,
                     user_id: leg.user_id,
-                    kind,
-                    amount,
-                    event_id,
-                    task: &task,
-                    billing_day: day,
-                },
-            )
-            .await?;
-            if let Some((entry, balance)) = written {
-                out.push(catalog::envelope(
+                    kind: leg.kind?,
+                })
+            })
+            .collect();
+        let written = store::add_entries(conn, &entries, day).await?;
+        let applied: Vec<Envelope> = written
+            .iter()
+            .map(|(entry, balance)| {
+                catalog::envelope(
                     PRODUCER,
                     &entry.user_id.to_string(),
-                    &entry_applied(&entry, balance),
-                ));
-            }
+                    &entry_applied(entry, *balance),
+                )
+            })
+            .collect();
+        if !applied.is_empty() {
+            self.outbox.add_envelopes(conn, &applied).await?;
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -240,100 +326,29 @@ impl Handler for Ledger {
         conn: &mut PgConnection,
         envelope: &Envelope,
     ) -> Result<(), HandleError> {
-        let event_id = uuid("event id", &envelope.event_id)?;
-        let applied = if envelope.name == "task.created" {
-            let t = read_task_created(envelope)?;
-            let text = TaskText {
-                public_id: &t.public_id,
-                jira_id: &t.jira_id,
-                title: &t.title,
-                description: &t.description,
-            };
-            let leg = Leg {
-                task_id: uuid("task id", &t.task_id)?,
-                user_id: uuid("assignee id", &t.assignee_id)?,
-                sequence: t.sequence,
-                text: Some(text),
-                kind: None,
-            };
-            self.book(conn, event_id, &[leg]).await?
-        } else if is::<tasks::TaskAssigned>(envelope) || is::<tasks::TaskCompleted>(envelope) {
-            // Both carry the same fields; only the kind of entry differs.
-            let (t, kind) = if is::<tasks::TaskAssigned>(envelope) {
-                (open::<tasks::TaskAssigned>(envelope)?, Kind::AssignFee)
-            } else {
-                let c = open::<tasks::TaskCompleted>(envelope)?;
-                let same = tasks::TaskAssigned {
-                    task_id: c.task_id,
-                    public_id: c.public_id,
-                    title: c.title,
-                    jira_id: c.jira_id,
-                    description: c.description,
-                    assignee_id: c.assignee_id,
-                    status: c.status,
-                    sequence: c.sequence,
-                };
-                (same, Kind::CompletionReward)
-            };
-            let leg = Leg {
-                task_id: uuid("task id", &t.task_id)?,
-                user_id: uuid("assignee id", &t.assignee_id)?,
-                sequence: t.sequence,
-                text: Some(TaskText {
-                    public_id: &t.public_id,
-                    jira_id: &t.jira_id,
-                    title: &t.title,
-                    description: &t.description,
-                }),
-                kind: Some(kind),
-            };
-            self.book(conn, event_id, &[leg]).await?
-        } else if is::<tasks::ReassignChunk>(envelope) {
-            let chunk = open::<tasks::ReassignChunk>(envelope)?;
-            let legs = chunk
-                .tasks
-                .iter()
-                .map(|t| {
-                    Ok(Leg {
-                        task_id: uuid("task id", &t.task_id)?,
-                        user_id: uuid("assignee id", &t.assignee_id)?,
-                        sequence: t.sequence,
-                        text: None,
-                        kind: Some(Kind::AssignFee),
-                    })
-                })
-                .collect::<Result<Vec<_>, HandleError>>()?;
-            self.book(conn, event_id, &legs).await?
-        } else {
-            return Err(HandleError::Permanent(format!(
-                "unknown event {} v{}",
-                envelope.name, envelope.version
-            )));
-        };
-        if !applied.is_empty() {
-            self.outbox.add_envelopes(conn, &applied).await?;
-        }
-        Ok(())
+        self.handle_batch(conn, std::slice::from_ref(envelope))
+            .await
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    fn batches(&self) -> bool {
+        true
+    }
 
-    #[test]
-    fn v1_titles_split() {
-        assert_eq!(
-            split_v1_title("[UBERPOP-42] - Feed the popugs"),
-            ("UBERPOP-42".to_owned(), "Feed the popugs".to_owned())
-        );
-        assert_eq!(
-            split_v1_title("Plain title"),
-            (String::new(), "Plain title".to_owned())
-        );
-        assert_eq!(
-            split_v1_title("[not an id] x"),
-            (String::new(), "[not an id] x".to_owned())
-        );
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        envelopes: &[Envelope],
+    ) -> Result<(), HandleError> {
+        let mut legs = Vec::new();
+        for envelope in envelopes {
+            let mut more = legs_of(envelope)?;
+            if !legs.is_empty() && legs.len() + more.len() > LEGS_PER_ROUND {
+                self.book(conn, &legs).await?;
+                legs.clear();
+            }
+            legs.append(&mut more);
+        }
+        self.book(conn, &legs).await?;
+        Ok(())
     }
 }

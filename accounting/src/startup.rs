@@ -19,7 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
 use crate::config::Settings;
-use crate::events::{Ledger, PRODUCER, REASSIGNS_CONSUMER, TASKS_CONSUMER, USERS_CONSUMER, Users};
+use crate::events::{
+    Ledger, PRODUCER, REASSIGNS_BATCH, REASSIGNS_CONSUMER, TASKS_BATCH, TASKS_CONSUMER,
+    TASKS_CONSUMERS, USERS_CONSUMER, Users,
+};
 use crate::mailer::Mailer;
 use crate::service::Accounting;
 
@@ -34,7 +37,8 @@ pub struct Application {
     mailer: Arc<Mailer>,
     js: async_nats::jetstream::Context,
     users: Consumer<Users>,
-    tasks: Consumer<Ledger>,
+    /// [`TASKS_CONSUMERS`] instances of the task consumer, sharing its durable name.
+    tasks: Vec<Consumer<Ledger>>,
     reassigns: Consumer<Ledger>,
 }
 
@@ -77,19 +81,30 @@ impl Application {
             Users,
         )
         .await?;
-        let tasks = Consumer::bind(
-            js.clone(),
-            pool.clone(),
-            topology.clone(),
-            bind(TASKS_CONSUMER, Bus::Task),
-            ledger.clone(),
-        )
-        .await?;
+        let mut tasks = Vec::with_capacity(TASKS_CONSUMERS);
+        for _ in 0..TASKS_CONSUMERS {
+            tasks.push(
+                Consumer::bind(
+                    js.clone(),
+                    pool.clone(),
+                    topology.clone(),
+                    ConsumerConfig {
+                        batch: TASKS_BATCH,
+                        ..bind(TASKS_CONSUMER, Bus::Task)
+                    },
+                    ledger.clone(),
+                )
+                .await?,
+            );
+        }
         let reassigns = Consumer::bind(
             js.clone(),
             pool.clone(),
             topology.clone(),
-            bind(REASSIGNS_CONSUMER, Bus::Reassign),
+            ConsumerConfig {
+                batch: REASSIGNS_BATCH,
+                ..bind(REASSIGNS_CONSUMER, Bus::Reassign)
+            },
             ledger.clone(),
         )
         .await?;
@@ -140,10 +155,12 @@ impl Application {
         let mut workers = vec![
             tokio::spawn(relay.run(stop.clone().cancelled_owned())),
             tokio::spawn(self.users.run(stop.clone().cancelled_owned())),
-            tokio::spawn(self.tasks.run(stop.clone().cancelled_owned())),
             tokio::spawn(self.reassigns.run(stop.clone().cancelled_owned())),
             tokio::spawn(self.mailer.run(stop.clone().cancelled_owned())),
         ];
+        for tasks in self.tasks {
+            workers.push(tokio::spawn(tasks.run(stop.clone().cancelled_owned())));
+        }
         if let Some(interval) = self.settings.close_check_interval {
             workers.push(tokio::spawn(
                 accounting

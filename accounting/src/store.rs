@@ -70,94 +70,214 @@ pub struct TaskText<'a> {
     pub description: &'a str,
 }
 
-/// A task as Accounting knows it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct TaskRow {
+/// One task as a batch of event legs shows it, for [`see_tasks`] and
+/// [`note_assignments`]: what the legs, applied in their order, would do to it.
+#[derive(Debug, Clone)]
+pub struct SeenTask<'a> {
     pub id: Uuid,
-    pub fee_cents: i64,
-    pub reward_cents: i64,
-    pub text_known: bool,
-    pub jira_id: String,
-    pub title: String,
-    pub description: String,
+    /// Used only if this is the task's first sighting.
+    pub prices: Prices,
+    /// The first text any leg carries.
+    pub text: Option<TaskText<'a>>,
+    /// The highest sequence among the legs, and the assignee of the first leg with it.
+    pub sequence: i64,
+    pub assignee: Uuid,
+    /// The highest sequence of a completion that was newer than every leg before it
+    /// (only such a completion can mark the task completed).
+    pub completion: Option<i64>,
 }
 
-/// Records that a task exists: the first sighting draws its prices (`prices`, used only
-/// then); text, when the event carries it, replaces a placeholder — in the task and in
-/// every entry written before it arrived. Returns the task as stored.
-pub async fn see_task(
+/// [`see_task`] for many tasks in one statement (locking their rows in id order):
+/// inserts the unseen ones with their drawn prices, fills the text of placeholders.
+/// `tasks` must hold each id once. Returns the placeholders it filled (their entries
+/// still lack the text: [`fill_entry_texts`]).
+pub async fn see_tasks(
     conn: &mut PgConnection,
-    id: Uuid,
-    prices: Prices,
-    text: Option<TaskText<'_>>,
-) -> Result<TaskRow, sqlx::Error> {
-    let empty = TaskText {
-        public_id: "",
-        jira_id: "",
-        title: "",
-        description: "",
-    };
-    let t = text.unwrap_or(empty);
-    let filled = sqlx::query(
+    tasks: &[SeenTask<'_>],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let n = tasks.len();
+    let (mut ids, mut fees, mut rewards, mut known) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut public_ids, mut jira_ids, mut titles, mut descriptions) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for task in tasks {
+        ids.push(task.id);
+        fees.push(task.prices.fee_cents);
+        rewards.push(task.prices.reward_cents);
+        known.push(task.text.is_some());
+        let text = task.text.as_ref();
+        public_ids.push(text.map_or("", |t| t.public_id));
+        jira_ids.push(text.map_or("", |t| t.jira_id));
+        titles.push(text.map_or("", |t| t.title));
+        descriptions.push(text.map_or("", |t| t.description));
+    }
+    sqlx::query_as::<_, (Uuid, bool)>(
         "INSERT INTO tasks (id, fee_cents, reward_cents, text_known, public_id, jira_id, title, description)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::boolean[], $5::text[],
+                              $6::text[], $7::text[], $8::text[])
+         ORDER BY 1
          ON CONFLICT (id) DO UPDATE SET
              text_known = true, public_id = EXCLUDED.public_id, jira_id = EXCLUDED.jira_id,
              title = EXCLUDED.title, description = EXCLUDED.description
-         WHERE NOT tasks.text_known AND EXCLUDED.text_known",
+         WHERE NOT tasks.text_known AND EXCLUDED.text_known
+         RETURNING id, xmax <> 0 AS filled",
     )
-    .bind(id)
-    .bind(prices.fee_cents)
-    .bind(prices.reward_cents)
-    .bind(text.is_some())
-    .bind(t.public_id)
-    .bind(t.jira_id)
-    .bind(t.title)
-    .bind(t.description)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if filled && text.is_some() {
-        sqlx::query(
-            "UPDATE entries SET text_known = true, jira_id = $2, title = $3, description = $4
-             WHERE task_id = $1 AND NOT text_known",
-        )
-        .bind(id)
-        .bind(t.jira_id)
-        .bind(t.title)
-        .bind(t.description)
-        .execute(&mut *conn)
-        .await?;
-    }
-    sqlx::query_as(
-        "SELECT id, fee_cents, reward_cents, text_known, jira_id, title, description
-         FROM tasks WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_one(conn)
+    .bind(&ids)
+    .bind(&fees)
+    .bind(&rewards)
+    .bind(&known)
+    .bind(&public_ids)
+    .bind(&jira_ids)
+    .bind(&titles)
+    .bind(&descriptions)
+    .fetch_all(&mut *conn)
     .await
+    .map(|rows| {
+        // Inserted rows have no xmax; updated ones (filled placeholders) have ours.
+        rows.into_iter()
+            .filter_map(|(id, filled)| filled.then_some(id))
+            .collect()
+    })
 }
 
-/// Keeps the newest assignment (highest sequence) of a task, whatever the arrival order.
-pub async fn note_assignment(
+/// Gives the entries still without text of `tasks` their task's text, now known (what
+/// [`see_task`] does when it fills a placeholder).
+pub async fn fill_entry_texts(
     conn: &mut PgConnection,
-    task: Uuid,
-    assignee: Uuid,
-    sequence: i64,
-    completed: bool,
+    tasks: &[(Uuid, TaskText<'_>)],
 ) -> Result<(), sqlx::Error> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = tasks.iter().map(|(id, _)| *id).collect();
+    let jira_ids: Vec<&str> = tasks.iter().map(|(_, t)| t.jira_id).collect();
+    let titles: Vec<&str> = tasks.iter().map(|(_, t)| t.title).collect();
+    let descriptions: Vec<&str> = tasks.iter().map(|(_, t)| t.description).collect();
     sqlx::query(
-        "UPDATE tasks SET assignee_id = $2, sequence = $3, completed = completed OR $4
-         WHERE id = $1 AND sequence < $3",
+        "UPDATE entries e SET text_known = true, jira_id = t.jira_id, title = t.title,
+                description = t.description
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[])
+              AS t(id, jira_id, title, description)
+         WHERE e.task_id = ANY($1) AND e.task_id = t.id AND NOT e.text_known",
     )
-    .bind(task)
-    .bind(assignee)
-    .bind(sequence)
-    .bind(completed)
+    .bind(&ids)
+    .bind(&jira_ids)
+    .bind(&titles)
+    .bind(&descriptions)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// [`note_assignment`] for many tasks in one statement, with the outcome of applying
+/// each task's legs in order. Call after [`see_tasks`] (the rows are locked then).
+pub async fn note_assignments(
+    conn: &mut PgConnection,
+    tasks: &[SeenTask<'_>],
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
+    let sequences: Vec<i64> = tasks.iter().map(|t| t.sequence).collect();
+    let assignees: Vec<Uuid> = tasks.iter().map(|t| t.assignee).collect();
+    let completions: Vec<Option<i64>> = tasks.iter().map(|t| t.completion).collect();
+    sqlx::query(
+        "UPDATE tasks t SET assignee_id = i.assignee, sequence = i.sequence,
+                completed = t.completed OR COALESCE(i.completion > t.sequence, false)
+         FROM UNNEST($1::uuid[], $2::bigint[], $3::uuid[], $4::bigint[])
+              AS i(id, sequence, assignee, completion)
+         WHERE t.id = i.id AND t.sequence < i.sequence",
+    )
+    .bind(&ids)
+    .bind(&sequences)
+    .bind(&assignees)
+    .bind(&completions)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One fee or reward to write with [`add_entries`]; the amount and the text come from
+/// the task as stored.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryLeg {
+    pub event_id: Uuid,
+    pub task_id: Uuid,
+    pub user_id: Uuid,
+    pub kind: Kind,
+}
+
+/// [`add_entry`] for many legs in one statement: writes, in order, the entry of every leg
+/// that has none yet (a redelivered leg is skipped), at its task's price and with its
+/// task's text, and moves the balances (locked in user order). Returns the entries
+/// written, in id order, each with the balance right after it.
+pub async fn add_entries(
+    conn: &mut PgConnection,
+    legs: &[EntryLeg],
+    billing_day: Date,
+) -> Result<Vec<(EntryRow, i64)>, sqlx::Error> {
+    if legs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let events: Vec<Uuid> = legs.iter().map(|l| l.event_id).collect();
+    let tasks: Vec<Uuid> = legs.iter().map(|l| l.task_id).collect();
+    let users: Vec<Uuid> = legs.iter().map(|l| l.user_id).collect();
+    let kinds: Vec<&str> = legs.iter().map(|l| l.kind.as_str()).collect();
+    let rows: Vec<AppliedRow> = sqlx::query_as(&format!(
+        "WITH legs AS (
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[])
+                 WITH ORDINALITY AS l(event_id, task_id, user_id, kind, n)
+         ), written AS (
+             INSERT INTO entries (user_id, kind, amount, event_id, task_id, text_known, jira_id,
+                                  title, description, billing_day)
+             SELECT l.user_id, l.kind,
+                    CASE l.kind WHEN 'assign_fee' THEN -t.fee_cents ELSE t.reward_cents END,
+                    l.event_id, l.task_id, t.text_known, t.jira_id, t.title, t.description, $5
+             FROM legs l JOIN tasks t ON t.id = l.task_id
+             ORDER BY l.n
+             ON CONFLICT DO NOTHING
+             RETURNING {ENTRY_COLUMNS}
+         ), moved AS (
+             INSERT INTO balances (user_id, balance)
+             SELECT user_id, sum(amount)::bigint FROM written GROUP BY user_id ORDER BY user_id
+             ON CONFLICT (user_id) DO UPDATE SET balance = balances.balance + EXCLUDED.balance
+             RETURNING user_id, balance
+         )
+         SELECT written.*, moved.balance FROM written JOIN moved USING (user_id)
+         ORDER BY written.id"
+    ))
+    .bind(&events)
+    .bind(&tasks)
+    .bind(&users)
+    .bind(&kinds)
+    .bind(billing_day)
+    .fetch_all(conn)
+    .await?;
+    // `balance` is each user's balance after all of them; walk back to the balance
+    // right after each entry.
+    let mut after: std::collections::HashMap<Uuid, i64> = std::collections::HashMap::new();
+    let mut out: Vec<(EntryRow, i64)> = Vec::with_capacity(rows.len());
+    for row in rows.into_iter().rev() {
+        let left = after.entry(row.entry.user_id).or_insert(row.balance);
+        let balance = *left;
+        *left -= row.entry.amount;
+        out.push((row.entry, balance));
+    }
+    out.reverse();
+    Ok(out)
+}
+
+#[derive(sqlx::FromRow)]
+struct AppliedRow {
+    #[sqlx(flatten)]
+    entry: EntryRow,
+    balance: i64,
 }
 
 /// Kind of a ledger entry, as stored.
@@ -184,17 +304,6 @@ impl Kind {
     }
 }
 
-/// An entry caused by one leg of an event.
-#[derive(Debug, Clone)]
-pub struct NewEntry<'a> {
-    pub user_id: Uuid,
-    pub kind: Kind,
-    pub amount: i64,
-    pub event_id: Uuid,
-    pub task: &'a TaskRow,
-    pub billing_day: Date,
-}
-
 /// One row of `entries`.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EntryRow {
@@ -212,54 +321,6 @@ pub struct EntryRow {
 
 const ENTRY_COLUMNS: &str =
     "id, user_id, kind, amount, task_id, jira_id, title, description, billing_day, created_at";
-
-/// Writes the entry and moves the balance, unless this event leg already has its entry
-/// (then `None`: a redelivery changes nothing). Returns the entry and the new balance.
-pub async fn add_entry(
-    conn: &mut PgConnection,
-    new: &NewEntry<'_>,
-) -> Result<Option<(EntryRow, i64)>, sqlx::Error> {
-    let entry: Option<EntryRow> = sqlx::query_as(&format!(
-        "INSERT INTO entries (user_id, kind, amount, event_id, task_id, text_known, jira_id,
-                              title, description, billing_day)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-         ON CONFLICT DO NOTHING
-         RETURNING {ENTRY_COLUMNS}"
-    ))
-    .bind(new.user_id)
-    .bind(new.kind.as_str())
-    .bind(new.amount)
-    .bind(new.event_id)
-    .bind(new.task.id)
-    .bind(new.task.text_known)
-    .bind(&new.task.jira_id)
-    .bind(&new.task.title)
-    .bind(&new.task.description)
-    .bind(new.billing_day)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(entry) = entry else {
-        return Ok(None);
-    };
-    let balance = add_to_balance(conn, new.user_id, new.amount).await?;
-    Ok(Some((entry, balance)))
-}
-
-async fn add_to_balance(
-    conn: &mut PgConnection,
-    user: Uuid,
-    amount: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO balances (user_id, balance) VALUES ($1, $2)
-         ON CONFLICT (user_id) DO UPDATE SET balance = balances.balance + EXCLUDED.balance
-         RETURNING balance",
-    )
-    .bind(user)
-    .bind(amount)
-    .fetch_one(conn)
-    .await
-}
 
 pub async fn balance(conn: &mut PgConnection, user: Uuid) -> Result<i64, sqlx::Error> {
     let balance: Option<i64> =

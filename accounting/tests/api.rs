@@ -1292,6 +1292,116 @@ async fn redelivery_and_out_of_order_keep_the_ledger_exact() {
     w.assert_invariants().await;
 }
 
+/// A whole consumer batch booked at once (the set-based path) ends exactly where the
+/// same events applied one by one in that order would: a reassign before the task's
+/// creation, a completion before the reassign that precedes it, a completion older than
+/// a later reassign (it is paid but does not mark the task completed), duplicates; and
+/// each `entry_applied` carries the balance right after its entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_books_like_one_event_after_another() {
+    let w = spawn_world(Options {
+        mesh: false,
+        smtp_port: free_port().await,
+        scheduler: None,
+    })
+    .await;
+    let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let (x, y) = (Uuid::now_v7(), Uuid::now_v7());
+    let early = chunk(&[(x, a, 2), (y, a, 2)]);
+    let batch = vec![
+        early.clone(),
+        completed(x, "Batch X", "POP-20", a, 3),
+        created_v2(x, "Batch X", "POP-20", b),
+        assigned(x, "Batch X", "POP-20", b, 1),
+        created_v1(y, "[POP-21] - Batch Y", b),
+        assigned(y, "Batch Y", "POP-21", b, 1),
+        chunk(&[(y, c, 4)]),
+        completed(y, "Batch Y", "POP-21", a, 3),
+        // A duplicate inside the batch adds nothing.
+        early,
+    ];
+    let mut tx = w.pool.begin().await.unwrap();
+    w.ledger.handle_batch(&mut tx, &batch).await.unwrap();
+    tx.commit().await.unwrap();
+    let before = w.rows().await;
+    // Redelivered as a batch, and one by one: nothing changes.
+    let mut tx = w.pool.begin().await.unwrap();
+    w.ledger.handle_batch(&mut tx, &batch).await.unwrap();
+    tx.commit().await.unwrap();
+    for e in &batch {
+        w.deliver(e).await.unwrap();
+    }
+    let rows = w.rows().await;
+    assert_eq!(rows, before, "a redelivery added or changed an entry");
+
+    let (fx, rx) = w.prices(&x.to_string()).await;
+    let (fy, ry) = w.prices(&y.to_string()).await;
+    let mut summary: Vec<(Uuid, &str, i64, Uuid)> = rows
+        .iter()
+        .map(|r| (r.user_id, r.kind.as_str(), r.amount, r.task_id.unwrap()))
+        .collect();
+    summary.sort();
+    let mut expected = vec![
+        (a, "assign_fee", -fx, x),
+        (a, "completion_reward", rx, x),
+        (b, "assign_fee", -fx, x),
+        (a, "assign_fee", -fy, y),
+        (b, "assign_fee", -fy, y),
+        (c, "assign_fee", -fy, y),
+        (a, "completion_reward", ry, y),
+    ];
+    expected.sort();
+    assert_eq!(summary, expected);
+    for r in &rows {
+        let text = if r.task_id == Some(x) {
+            ("POP-20", "Batch X")
+        } else {
+            ("POP-21", "Batch Y")
+        };
+        assert!(r.text_known, "placeholder left: {r:?}");
+        assert_eq!((r.jira_id.as_str(), r.title.as_str()), text);
+    }
+    let mut owners: Vec<(Uuid, Option<Uuid>, i64, bool)> =
+        sqlx::query_as("SELECT id, assignee_id, sequence, completed FROM tasks")
+            .fetch_all(&w.pool)
+            .await
+            .unwrap();
+    owners.sort();
+    let mut expected = vec![(x, Some(a), 3, true), (y, Some(c), 4, false)];
+    expected.sort();
+    assert_eq!(owners, expected);
+    assert_eq!(w.db_balance(a).await, -fx + rx - fy + ry);
+    assert_eq!(w.db_balance(b).await, -fx - fy);
+    assert_eq!(w.db_balance(c).await, -fy);
+    w.assert_invariants().await;
+
+    // One entry_applied per entry, each with the balance right after it.
+    let bodies: Vec<Vec<u8>> = sqlx::query_scalar("SELECT envelope FROM eventbus.outbox")
+        .fetch_all(&w.pool)
+        .await
+        .unwrap();
+    let mut applied: Vec<pb::EntryApplied> = bodies
+        .iter()
+        .map(|b| Envelope::decode(b.as_slice()).unwrap())
+        .filter(|e| e.name == "accounting.entry_applied")
+        .map(|e| pb::EntryApplied::decode(e.payload.as_ref()).unwrap())
+        .collect();
+    applied.sort_by_key(|e| e.entry_id.parse::<i64>().unwrap());
+    assert_eq!(applied.len(), rows.len());
+    for user in [a, b, c] {
+        let mut running = 0;
+        for e in applied.iter().filter(|e| e.user_id == user.to_string()) {
+            running += e.amount_cents;
+            assert_eq!(
+                e.balance_cents, running,
+                "balance after entry {}",
+                e.entry_id
+            );
+        }
+        assert_eq!(running, w.db_balance(user).await);
+    }
+}
+
 /// What can never be applied goes to the dead-letter stream with its reason, and the
 /// consumer carries on with the next event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

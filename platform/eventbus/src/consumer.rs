@@ -43,6 +43,30 @@ pub trait Handler: Send + Sync + 'static {
         conn: &mut PgConnection,
         envelope: &Envelope,
     ) -> impl std::future::Future<Output = Result<(), HandleError>> + Send;
+
+    /// Whether the consumer should offer whole batches to [`Handler::handle_batch`]
+    /// (default: no, every event goes to [`Handler::handle`] under its own savepoint).
+    fn batches(&self) -> bool {
+        false
+    }
+
+    /// Applies several events at once, with the same effects as [`Handler::handle`] on
+    /// each in turn. The consumer passes only events it has not processed before, each
+    /// once, in delivery order, under one savepoint. On a permanent error it rolls that
+    /// savepoint back and applies the events one by one with `handle`, so only the event
+    /// at fault is dead-lettered; on a transient one the whole batch is redelivered.
+    fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        envelopes: &[Envelope],
+    ) -> impl std::future::Future<Output = Result<(), HandleError>> + Send {
+        async move {
+            for envelope in envelopes {
+                self.handle(conn, envelope).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Which messages a consumer reads and how.
@@ -73,6 +97,15 @@ impl ConsumerConfig {
             ack_wait: Duration::from_secs(30),
         }
     }
+}
+
+/// What became of a batch offered to [`Handler::handle_batch`].
+enum Batch {
+    Applied,
+    /// Refused: apply the events one by one.
+    OneByOne,
+    /// Transient failure: redeliver the whole batch.
+    Retry(String),
 }
 
 /// One durable consumer bound to a handler.
@@ -169,6 +202,7 @@ impl<H: Handler> Consumer<H> {
     async fn apply(&self, messages: Vec<jetstream::Message>) -> Result<usize, BusError> {
         let mut tx = self.pool.begin().await?;
         let mut dead = Vec::new();
+        let mut decoded = Vec::with_capacity(messages.len());
         for message in &messages {
             let envelope = match Envelope::decode(message.payload.as_ref()) {
                 Ok(envelope) => envelope,
@@ -181,6 +215,23 @@ impl<H: Handler> Consumer<H> {
                 dead.push((message, format!("bad event id {:?}", envelope.event_id)));
                 continue;
             };
+            decoded.push((message, envelope, event_id));
+        }
+        let batched = if self.handler.batches() && decoded.len() > 1 {
+            match self.apply_batch(&mut tx, &decoded).await? {
+                Batch::Applied => true,
+                Batch::OneByOne => false,
+                Batch::Retry(reason) => {
+                    drop(tx);
+                    self.retry_later(&messages, &reason).await;
+                    return Ok(0);
+                }
+            }
+        } else {
+            false
+        };
+        let one_by_one: &[_] = if batched { &[] } else { &decoded };
+        for &(message, ref envelope, event_id) in one_by_one {
             let fresh = sqlx::query(
                 "INSERT INTO eventbus.processed_events (consumer, event_id) VALUES ($1, $2)
                  ON CONFLICT DO NOTHING",
@@ -204,7 +255,7 @@ impl<H: Handler> Consumer<H> {
             popug_telemetry::extract(&span, &envelope.trace_context);
             let mut savepoint = tx.begin().await?;
             let outcome = tracing::Instrument::instrument(
-                self.handler.handle(&mut savepoint, &envelope),
+                self.handler.handle(&mut savepoint, envelope),
                 span,
             )
             .await;
@@ -217,12 +268,7 @@ impl<H: Handler> Consumer<H> {
                 Err(HandleError::Transient(reason)) => {
                     drop(savepoint);
                     drop(tx);
-                    tracing::warn!(consumer = %self.config.name, %reason, "batch rolled back; will be redelivered");
-                    for message in &messages {
-                        let _ = message
-                            .ack_with(AckKind::Nak(Some(self.config.retry_delay)))
-                            .await;
-                    }
+                    self.retry_later(&messages, &reason).await;
                     return Ok(0);
                 }
             }
@@ -238,6 +284,71 @@ impl<H: Handler> Consumer<H> {
             }
         }
         Ok(messages.len())
+    }
+
+    /// Offers the fresh events among `decoded` to the handler at once, under one
+    /// savepoint that also holds their processed-events rows.
+    async fn apply_batch(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        decoded: &[(&jetstream::Message, Envelope, Uuid)],
+    ) -> Result<Batch, BusError> {
+        let mut savepoint = tx.begin().await?;
+        let ids: Vec<Uuid> = decoded.iter().map(|(_, _, id)| *id).collect();
+        let fresh: std::collections::HashSet<Uuid> = sqlx::query_scalar(
+            "INSERT INTO eventbus.processed_events (consumer, event_id)
+             SELECT $1, event_id FROM UNNEST($2::uuid[]) AS t(event_id)
+             ON CONFLICT DO NOTHING RETURNING event_id",
+        )
+        .bind(&self.config.name)
+        .bind(&ids)
+        .fetch_all(&mut *savepoint)
+        .await?
+        .into_iter()
+        .collect();
+        let mut taken = std::collections::HashSet::new();
+        let envelopes: Vec<Envelope> = decoded
+            .iter()
+            .filter(|(_, _, id)| fresh.contains(id) && taken.insert(*id))
+            .map(|(_, envelope, _)| envelope.clone())
+            .collect();
+        if envelopes.is_empty() {
+            savepoint.commit().await?;
+            return Ok(Batch::Applied);
+        }
+        let span = tracing::info_span!(
+            "consume_batch",
+            consumer = %self.config.name,
+            events = envelopes.len(),
+            otel.kind = "consumer",
+        );
+        let outcome = tracing::Instrument::instrument(
+            self.handler.handle_batch(&mut savepoint, &envelopes),
+            span,
+        )
+        .await;
+        match outcome {
+            Ok(()) => {
+                savepoint.commit().await?;
+                Ok(Batch::Applied)
+            }
+            Err(HandleError::Permanent(reason)) => {
+                tracing::debug!(consumer = %self.config.name, %reason, "batch refused; applying its events one by one");
+                savepoint.rollback().await?;
+                Ok(Batch::OneByOne)
+            }
+            Err(HandleError::Transient(reason)) => Ok(Batch::Retry(reason)),
+        }
+    }
+
+    /// Rolls nothing forward: asks for every message of the batch again later.
+    async fn retry_later(&self, messages: &[jetstream::Message], reason: &str) {
+        tracing::warn!(consumer = %self.config.name, %reason, "batch rolled back; will be redelivered");
+        for message in messages {
+            let _ = message
+                .ack_with(AckKind::Nak(Some(self.config.retry_delay)))
+                .await;
+        }
     }
 
     async fn dead_letter(

@@ -10,12 +10,15 @@
 //!   together with the processed-events record, acked after commit; what can never be
 //!   processed goes to the dead-letter stream with the reason.
 //! - [`schema`] — the tables above, migrated into schema `eventbus` of each service's DB.
+//! - [`upcast`] — events read whatever their version (task.created v1 → v2, any account
+//!   event → its snapshot), the same way in every consumer.
 
 pub mod catalog;
 pub mod consumer;
 pub mod outbox;
 pub mod schema;
 pub mod topology;
+pub mod upcast;
 
 pub use catalog::{Event, envelope};
 pub use consumer::{Consumer, ConsumerConfig, HandleError, Handler};
