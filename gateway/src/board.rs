@@ -39,12 +39,21 @@ struct Call {
 }
 
 impl Call {
-    /// A request to an upstream with the caller's token and what is left of the deadline.
+    /// A request to an upstream with the caller's token, the trace context and what is
+    /// left of the deadline.
     fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
-        request
-            .metadata_mut()
-            .insert("authorization", self.authorization.clone());
+        let metadata = request.metadata_mut();
+        metadata.insert("authorization", self.authorization.clone());
+        // The composed call's span is the parent of every upstream call it makes.
+        for (key, value) in popug_telemetry::inject(&tracing::Span::current()) {
+            if let (Ok(key), Ok(value)) = (
+                tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+                value.parse(),
+            ) {
+                metadata.insert(key, value);
+            }
+        }
         request.set_timeout(self.remaining());
         request
     }
