@@ -56,7 +56,7 @@ impl JiraId {
         if raw.is_empty() {
             return Ok(None);
         }
-        if raw.len() <= 64 && is_jira_id(raw) {
+        if raw.len() <= 64 && popug_eventbus::upcast::is_jira_id(raw) {
             Ok(Some(JiraId(raw.to_owned())))
         } else {
             Err(Error::invalid(
@@ -69,21 +69,6 @@ impl JiraId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-/// `^[A-Z][A-Z0-9]+-[0-9]+$`
-pub fn is_jira_id(s: &str) -> bool {
-    let Some((project, number)) = s.split_once('-') else {
-        return false;
-    };
-    let project = project.as_bytes();
-    project.len() >= 2
-        && project[0].is_ascii_uppercase()
-        && project[1..]
-            .iter()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-        && !number.is_empty()
-        && number.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A description: at most 10 000 characters, may be empty.

@@ -3,10 +3,10 @@
 //! Publishes (through the outbox, in the transaction of the change): `task.created` v2,
 //! `task.assigned` and `task.completed` on the task bus, `reassign.chunk` on the reassign
 //! bus. Consumes the account bus into its own `users` table with [`Users`].
-//! [`read_task_created`] reads both versions of `task.created`, as every consumer must.
+//! Both versions of `task.created` are read by `popug_eventbus::upcast::task_created`.
 
 use popug_auth::Role;
-use popug_eventbus::catalog::{self, is, open};
+use popug_eventbus::catalog::{self, is};
 use popug_eventbus::{Envelope, HandleError, Handler};
 use popug_proto::popug::account::v1 as account;
 use popug_proto::popug::tasks::v1 as pb;
@@ -65,72 +65,87 @@ pub fn reassign_chunks(
     moved: &[Moved],
     chunk_size: usize,
 ) -> Vec<Envelope> {
-    let chunk_size = chunk_size.max(1);
-    let count = moved.len().div_ceil(chunk_size);
-    let key = reassign_id.to_string();
-    moved
-        .chunks(chunk_size)
-        .enumerate()
-        .map(|(index, chunk)| {
-            let event = pb::ReassignChunk {
-                reassign_id: key.clone(),
-                // Far below i32::MAX for any table this service can hold.
-                chunk_index: i32::try_from(index).unwrap_or(i32::MAX),
-                chunk_count: i32::try_from(count).unwrap_or(i32::MAX),
-                tasks: chunk
-                    .iter()
-                    .map(|m| pb::ReassignedTask {
-                        task_id: m.id.to_string(),
-                        assignee_id: m.assignee_id.to_string(),
-                        sequence: m.sequence,
-                    })
-                    .collect(),
-            };
-            catalog::envelope(producer, &key, &event)
-        })
+    ReassignChunks::new(producer, reassign_id, moved, chunk_size)
+        .flatten()
         .collect()
 }
 
-/// `task.created` in either version, as v2. A v1 title like `"[UBERPOP-42] - Title"` is
-/// split into jira_id `UBERPOP-42` and title `Title`; any other v1 title is kept whole.
-pub fn read_task_created(envelope: &Envelope) -> Result<pb::TaskCreated, HandleError> {
-    if is::<pb::TaskCreated>(envelope) {
-        return open::<pb::TaskCreated>(envelope);
-    }
-    if is::<pb::TaskCreatedV1>(envelope) {
-        let v1 = open::<pb::TaskCreatedV1>(envelope)?;
-        let (jira_id, title) = split_v1_title(&v1.title);
-        return Ok(pb::TaskCreated {
-            task_id: v1.task_id,
-            public_id: v1.public_id,
-            title,
-            jira_id,
-            description: v1.description,
-            assignee_id: v1.assignee_id,
-            status: v1.status,
-            sequence: v1.sequence,
-        });
-    }
-    Err(HandleError::Permanent(format!(
-        "not a task.created event: {} v{}",
-        envelope.name, envelope.version
-    )))
+/// The envelopes of one reassign, built a few chunks at a time: each `next()` yields the
+/// envelopes of up to `chunks_per_batch` consecutive chunks, so a caller can write them
+/// and drop them before building the next ones (a million tasks make about 80 MB of
+/// chunks; only one batch of them is ever in memory). Together the batches are exactly
+/// [`reassign_chunks`]: indexes 0..count in order, every moved task in exactly one chunk.
+pub struct ReassignChunks<'a> {
+    producer: &'a str,
+    key: String,
+    moved: std::slice::Chunks<'a, Moved>,
+    count: usize,
+    next_index: usize,
+    chunks_per_batch: usize,
 }
 
-/// `"[UBERPOP-42] - Title"` → (`"UBERPOP-42"`, `"Title"`); anything else → (`""`, whole).
-pub fn split_v1_title(mixed: &str) -> (String, String) {
-    let trimmed = mixed.trim();
-    if let Some(rest) = trimmed.strip_prefix('[')
-        && let Some((id, title)) = rest.split_once(']')
-    {
-        let id = id.trim();
-        if crate::domain::is_jira_id(id) {
-            let title = title.trim_start();
-            let title = title.strip_prefix('-').unwrap_or(title).trim();
-            return (id.to_owned(), title.to_owned());
+impl<'a> ReassignChunks<'a> {
+    pub fn new(
+        producer: &'a str,
+        reassign_id: Uuid,
+        moved: &'a [Moved],
+        chunk_size: usize,
+    ) -> ReassignChunks<'a> {
+        let chunk_size = chunk_size.max(1);
+        ReassignChunks {
+            producer,
+            key: reassign_id.to_string(),
+            moved: moved.chunks(chunk_size),
+            count: moved.len().div_ceil(chunk_size),
+            next_index: 0,
+            chunks_per_batch: 1,
         }
     }
-    (String::new(), trimmed.to_owned())
+
+    /// Chunks per batch yielded by the iterator (at least 1).
+    pub fn batches_of(mut self, chunks_per_batch: usize) -> ReassignChunks<'a> {
+        self.chunks_per_batch = chunks_per_batch.max(1);
+        self
+    }
+
+    /// How many chunks the whole reassign has.
+    pub fn chunk_count(&self) -> usize {
+        self.count
+    }
+
+    fn chunk(&self, index: usize, tasks: &[Moved]) -> Envelope {
+        let event = pb::ReassignChunk {
+            reassign_id: self.key.clone(),
+            // Far below i32::MAX for any table this service can hold.
+            chunk_index: i32::try_from(index).unwrap_or(i32::MAX),
+            chunk_count: i32::try_from(self.count).unwrap_or(i32::MAX),
+            tasks: tasks
+                .iter()
+                .map(|m| pb::ReassignedTask {
+                    task_id: m.id.to_string(),
+                    assignee_id: m.assignee_id.to_string(),
+                    sequence: m.sequence,
+                })
+                .collect(),
+        };
+        catalog::envelope(self.producer, &self.key, &event)
+    }
+}
+
+impl Iterator for ReassignChunks<'_> {
+    type Item = Vec<Envelope>;
+
+    fn next(&mut self) -> Option<Vec<Envelope>> {
+        let mut batch = Vec::with_capacity(self.chunks_per_batch.min(self.count));
+        while batch.len() < self.chunks_per_batch {
+            let Some(tasks) = self.moved.next() else {
+                break;
+            };
+            batch.push(self.chunk(self.next_index, tasks));
+            self.next_index += 1;
+        }
+        (!batch.is_empty()).then_some(batch)
+    }
 }
 
 /// Applies account events to `users`: idempotent (a replay changes nothing) and
@@ -138,31 +153,13 @@ pub fn split_v1_title(mixed: &str) -> (String, String) {
 #[derive(Debug, Clone, Default)]
 pub struct Users;
 
-impl Users {
-    fn snapshot(envelope: &Envelope) -> Result<account::AccountSnapshot, HandleError> {
-        let snapshot = if is::<account::AccountCreated>(envelope) {
-            open::<account::AccountCreated>(envelope)?.account
-        } else if is::<account::AccountUpdated>(envelope) {
-            open::<account::AccountUpdated>(envelope)?.account
-        } else if is::<account::AccountDeleted>(envelope) {
-            open::<account::AccountDeleted>(envelope)?.account
-        } else {
-            return Err(HandleError::Permanent(format!(
-                "unknown event {} v{}",
-                envelope.name, envelope.version
-            )));
-        };
-        snapshot.ok_or_else(|| HandleError::Permanent("account snapshot missing".into()))
-    }
-}
-
 impl Handler for Users {
     async fn handle(
         &self,
         conn: &mut PgConnection,
         envelope: &Envelope,
     ) -> Result<(), HandleError> {
-        let snapshot = Users::snapshot(envelope)?;
+        let snapshot = popug_eventbus::upcast::account_snapshot(envelope)?;
         let id = Uuid::parse_str(&snapshot.id)
             .map_err(|_| HandleError::Permanent(format!("bad account id {:?}", snapshot.id)))?;
         // A deleted account is deactivated: never assignable again, whatever it says.
@@ -188,26 +185,7 @@ impl Handler for Users {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn v1_titles_split() {
-        assert_eq!(
-            split_v1_title("[UBERPOP-42] - Feed the popugs"),
-            ("UBERPOP-42".to_owned(), "Feed the popugs".to_owned())
-        );
-        assert_eq!(
-            split_v1_title("[AB-1]Title"),
-            ("AB-1".to_owned(), "Title".to_owned())
-        );
-        assert_eq!(
-            split_v1_title("Plain title"),
-            (String::new(), "Plain title".to_owned())
-        );
-        assert_eq!(
-            split_v1_title("[not an id] x"),
-            (String::new(), "[not an id] x".to_owned())
-        );
-    }
+    use popug_eventbus::catalog::open;
 
     #[test]
     fn chunks_cover_every_task_once() {
@@ -231,5 +209,41 @@ mod tests {
         seen.dedup();
         assert_eq!(seen.len(), 2501);
         assert!(reassign_chunks("taskkeeper", Uuid::nil(), &[], 1000).is_empty());
+    }
+
+    #[test]
+    fn chunk_batches_are_the_chunks_in_order() {
+        let moved: Vec<Moved> = (0..2501)
+            .map(|i| Moved {
+                id: Uuid::from_u128(i),
+                assignee_id: Uuid::from_u128(i % 7),
+                sequence: 3,
+            })
+            .collect();
+        let batches: Vec<Vec<Envelope>> =
+            ReassignChunks::new("taskkeeper", Uuid::nil(), &moved, 100)
+                .batches_of(7)
+                .collect();
+        // 26 chunks in batches of 7: 7, 7, 7, 5.
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [7, 7, 7, 5]);
+        let mut seen = Vec::new();
+        for (i, envelope) in batches.iter().flatten().enumerate() {
+            let chunk = open::<pb::ReassignChunk>(envelope).unwrap_or_default();
+            assert_eq!(chunk.chunk_index as usize, i);
+            assert_eq!(chunk.chunk_count, 26);
+            seen.extend(chunk.tasks.into_iter().map(|t| t.task_id));
+        }
+        let expected: Vec<String> = moved.iter().map(|m| m.id.to_string()).collect();
+        assert_eq!(seen, expected);
+        assert_eq!(
+            ReassignChunks::new("taskkeeper", Uuid::nil(), &[], 100).chunk_count(),
+            0
+        );
+        assert!(
+            ReassignChunks::new("taskkeeper", Uuid::nil(), &[], 100)
+                .next()
+                .is_none()
+        );
     }
 }

@@ -15,6 +15,9 @@ use crate::store::{self, InsertTask, TaskRow};
 /// serialize instead of interleaving their chunk events.
 const REASSIGN_LOCK: i64 = 0x7265_6173_7369_676e;
 
+/// `reassign.chunk` envelopes written per outbox statement (and held in memory at once).
+const CHUNKS_PER_STATEMENT: usize = 50;
+
 /// Producer name on every envelope.
 pub const PRODUCER: &str = "taskkeeper";
 
@@ -164,16 +167,31 @@ impl Tasks {
                 "no active assignable user to give tasks to".into(),
             ));
         }
+        let started = std::time::Instant::now();
         let moved = store::reassign_open(&mut tx).await?;
+        let updated = started.elapsed();
         let reassign_id = Uuid::now_v7();
-        let envelopes = events::reassign_chunks(PRODUCER, reassign_id, &moved, self.chunk_size);
-        // Bounded statements: a million tasks make about a hundred megabytes of chunks.
-        for batch in envelopes.chunks(50) {
-            self.outbox.add_envelopes(&mut tx, batch).await?;
+        // The chunks are built and written a bounded batch at a time (about 4 MB of
+        // envelopes per statement at the default chunk size), never all at once: a
+        // million tasks make about 80 MB of chunks.
+        let batches = events::ReassignChunks::new(PRODUCER, reassign_id, &moved, self.chunk_size)
+            .batches_of(CHUNKS_PER_STATEMENT);
+        let chunks = batches.chunk_count();
+        for batch in batches {
+            self.outbox.add_envelopes(&mut tx, &batch).await?;
         }
+        let written = started.elapsed();
         tx.commit().await?;
         self.outbox.notify();
-        tracing::info!(%reassign_id, moved = moved.len(), chunks = envelopes.len(), "open tasks reassigned");
+        tracing::info!(
+            %reassign_id,
+            moved = moved.len(),
+            chunks,
+            update_ms = updated.as_millis() as u64,
+            outbox_ms = (written - updated).as_millis() as u64,
+            commit_ms = (started.elapsed() - written).as_millis() as u64,
+            "open tasks reassigned"
+        );
         Ok(Reassigned {
             reassign_id,
             count: moved.len() as i64,

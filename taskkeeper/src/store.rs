@@ -195,20 +195,23 @@ pub struct Moved {
 /// Gives every open task a uniformly random assignable user, in one statement; returns
 /// what moved. The `status = 'open'` recheck on the updated row means a task completed by
 /// a transaction that committed while this one waited for its lock is left alone.
+///
+/// The assignable ids are gathered once into an array and each row takes a random
+/// element, so the update is a single pass over `tasks` in physical order: no join of a
+/// million picks back onto `tasks` (a hash join that spilled to disk and visited the heap
+/// and its indexes in random order, more than doubling the time at a million tasks).
+/// `random()` is volatile, so it is drawn per row; `floor(random() * n)` is uniform over
+/// `0..n`.
 pub async fn reassign_open(conn: &mut PgConnection) -> Result<Vec<Moved>, sqlx::Error> {
     sqlx::query_as(
-        "WITH pool AS (
-             SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM users WHERE assignable
-         ), size AS (
-             SELECT count(*) AS c FROM pool
-         ), picks AS MATERIALIZED (
-             SELECT t.id AS task_id, floor(random() * size.c)::bigint AS n
-             FROM tasks t CROSS JOIN size
-             WHERE t.status = 'open' AND size.c > 0
+        "WITH pool AS MATERIALIZED (
+             SELECT array_agg(id ORDER BY id) AS ids FROM users WHERE assignable
          )
-         UPDATE tasks SET assignee_id = pool.id, sequence = tasks.sequence + 1
-         FROM picks JOIN pool ON pool.n = picks.n
-         WHERE tasks.id = picks.task_id AND tasks.status = 'open'
+         UPDATE tasks
+         SET assignee_id = pool.ids[1 + floor(random() * cardinality(pool.ids))::int],
+             sequence = tasks.sequence + 1
+         FROM pool
+         WHERE tasks.status = 'open' AND cardinality(pool.ids) > 0
          RETURNING tasks.id, tasks.assignee_id, tasks.sequence",
     )
     .fetch_all(conn)
