@@ -254,3 +254,100 @@ impl Verifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A key set that never holds the asked-for kid, counting how often it is fetched.
+    struct Counting(Arc<AtomicUsize>);
+
+    impl JwksSource for Counting {
+        fn fetch(&self) -> BoxFuture<Result<JwkSet, String>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                // Slow enough that the concurrent verifications overlap.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(JwkSet { keys: Vec::new() })
+            })
+        }
+    }
+
+    fn token_with_kid(kid: &str) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(format!(r#"{{"alg":"EdDSA","typ":"JWT","kid":"{kid}"}}"#));
+        let payload = b64.encode(r#"{"sub":"x"}"#);
+        format!("{header}.{payload}.{}", b64.encode([0u8; 64]))
+    }
+
+    #[tokio::test]
+    async fn unknown_kids_refetch_at_most_once_per_interval_however_many_ask() {
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let verifier = Arc::new(Verifier::new(
+            VerifierConfig::new("iss", "aud"),
+            Arc::new(Counting(fetches.clone())),
+        ));
+        let calls: Vec<_> = (0..50)
+            .map(|i| {
+                let verifier = verifier.clone();
+                tokio::spawn(
+                    async move { verifier.verify(&token_with_kid(&format!("kid-{i}"))).await },
+                )
+            })
+            .collect();
+        for call in calls {
+            let result = call.await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(result, Err(VerifyError::UnknownKey));
+        }
+        // The first (stale cache) fetch and at most one throttled refetch.
+        let n = fetches.load(Ordering::SeqCst);
+        assert!(
+            (1..=2).contains(&n),
+            "fetched {n} times for 50 unknown kids"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_eddsa_with_a_kid_is_looked_at() {
+        use base64::Engine;
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let verifier = Verifier::new(
+            VerifierConfig::new("iss", "aud"),
+            Arc::new(Counting(fetches.clone())),
+        );
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let with_header = |h: &str| format!("{}.{}.", b64.encode(h), b64.encode("{}"));
+        assert_eq!(
+            verifier.verify(&with_header(r#"{"alg":"none"}"#)).await,
+            Err(VerifyError::Malformed)
+        );
+        assert_eq!(
+            verifier
+                .verify(&with_header(r#"{"alg":"HS256","kid":"k"}"#))
+                .await,
+            Err(VerifyError::Algorithm)
+        );
+        assert_eq!(
+            verifier
+                .verify(&with_header(r#"{"alg":"RS256","kid":"k"}"#))
+                .await,
+            Err(VerifyError::Algorithm)
+        );
+        assert_eq!(
+            verifier.verify(&with_header(r#"{"alg":"EdDSA"}"#)).await,
+            Err(VerifyError::MissingKid)
+        );
+        assert_eq!(
+            verifier.verify(&"x".repeat(9000)).await,
+            Err(VerifyError::TooLarge)
+        );
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            0,
+            "refused before any key was fetched"
+        );
+    }
+}
