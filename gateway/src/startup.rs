@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use popug_auth::{HttpJwks, Verifier, VerifierConfig};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
@@ -185,7 +185,13 @@ impl Application {
             // HTTP (the UI, /metrics) passes by.
             .layer(crate::web::WebSplitLayer)
             .add_routes(Routes::from(router))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(
+                // Set per accepted socket: the builder's tcp_nodelay only applies to listeners
+                // tonic binds itself. Without it, a response written in two pieces waits for
+                // the peer's delayed ACK (~40 ms).
+                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                shutdown,
+            )
             .await;
         watcher.abort();
         invalidator.abort();

@@ -10,8 +10,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
@@ -85,7 +85,13 @@ pub async fn serve(
         // Then the token check: handlers only ever see verified callers.
         .layer(options.auth)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            // Set per accepted socket: the builder's tcp_nodelay only applies to listeners
+            // tonic binds itself. Without it, a response written in two pieces waits for
+            // the peer's delayed ACK (~40 ms).
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
 }
 
