@@ -25,8 +25,8 @@ use tonic::transport::Channel;
 /// First argument that turns a bench binary into a TaskKeeper server (the child).
 pub const SERVE_TASKKEEPER: &str = "--serve-taskkeeper";
 
-const ISSUER: &str = "popug-bench";
-const AUDIENCE: &str = "popug-bench";
+pub const ISSUER: &str = "popug-bench";
+pub const AUDIENCE: &str = "popug-bench";
 const ADMIN_PASSWORD: &str = "bench-admin-password";
 
 pub fn pg_admin_url() -> String {
