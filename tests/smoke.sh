@@ -171,6 +171,7 @@ for s in popug.account.v1.AuthService popug.account.v1.AccountService popug.task
   grep -qx "$s" <<<"$services" || fail "the gateway's reflection does not list $s: $services"
 done
 g $GW describe popug.tasks.v1.TaskService.CreateTask | grep -q CreateTaskRequest || fail "describe via gateway"
+[[ -z "$(sort <<<"$services" | uniq -d)" ]] || fail "the gateway lists a service twice: $services"
 check "grpcurl list/describe against the gateway alone"
 
 gw_token="$(g -d '{"username":"worker1","password":"popug-worker1"}' $GW popug.account.v1.AuthService/Login |

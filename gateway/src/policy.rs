@@ -89,6 +89,18 @@ impl PolicyTable {
         self.by_path.iter().map(|(p, a)| (p.as_str(), a))
     }
 
+    /// Every service with a method in the table, once each, in order.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        let mut last = "";
+        self.by_path.keys().filter_map(move |path| {
+            let service = path.trim_start_matches('/').split('/').next()?;
+            (service != last).then(|| {
+                last = service;
+                service
+            })
+        })
+    }
+
     /// The table as Markdown, for `docs/policies.md` (`gateway policy-table`).
     pub fn markdown(&self) -> String {
         let mut out = String::from(
@@ -162,6 +174,11 @@ mod tests {
             ])))
         );
         assert_eq!(table.get("/popug.nope.v1.X/Y"), None);
+        let services: Vec<_> = table.services().collect();
+        let mut unique = services.clone();
+        unique.dedup();
+        assert_eq!(services, unique, "each service once");
+        assert!(services.contains(&"popug.gateway.v1.BoardService"));
         // Every PopugJira RPC declares a policy.
         let undeclared: Vec<_> = table
             .paths()

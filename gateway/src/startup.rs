@@ -124,11 +124,9 @@ impl Application {
             .register_encoded_file_descriptor_set(popug_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
         // Reflection lists the public services only, not the gateway's internals.
-        for (path, _) in self.proxy.policies.paths() {
-            if let Some(service) = path.trim_start_matches('/').split('/').next() {
-                reflection = reflection.with_service_name(service);
-                reflection_alpha = reflection_alpha.with_service_name(service);
-            }
+        for service in self.proxy.policies.services() {
+            reflection = reflection.with_service_name(service);
+            reflection_alpha = reflection_alpha.with_service_name(service);
         }
         reflection = reflection.with_service_name("grpc.health.v1.Health");
         reflection_alpha = reflection_alpha.with_service_name("grpc.health.v1.Health");
@@ -209,18 +207,7 @@ fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
 /// health answers for the whole mesh. The gateway itself ("") is SERVING while it runs.
 async fn watch_upstreams(proxy: Arc<ProxyState>, health: HealthReporter) {
     health.set_service_status("", ServingStatus::Serving).await;
-    let services: Vec<String> = proxy
-        .policies
-        .paths()
-        .filter_map(|(path, _)| {
-            path.trim_start_matches('/')
-                .split('/')
-                .next()
-                .map(str::to_owned)
-        })
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let services: Vec<String> = proxy.policies.services().map(str::to_owned).collect();
     loop {
         for service in &services {
             let upstream = proxy.upstreams.iter().find(|u| {
