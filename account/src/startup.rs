@@ -11,7 +11,6 @@ use popug_grpc::ServeOptions;
 use popug_proto::popug::account::v1::account_service_server::AccountServiceServer;
 use popug_proto::popug::account::v1::auth_service_server::AuthServiceServer;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -34,14 +33,12 @@ pub struct Application {
 /// Connects to the database and applies every migration (the service's and the event
 /// bus's). Used by `build` and by `account migrate`.
 pub async fn connect_and_migrate(settings: &Settings) -> anyhow::Result<PgPool> {
-    let pool = PgPoolOptions::new()
-        .max_connections(settings.database_max_connections)
-        .acquire_timeout(std::time::Duration::from_secs(5))
-        .connect(&settings.database_url)
-        .await
-        .map_err(|e| anyhow::anyhow!("database unreachable: {e}"))?;
-    MIGRATOR.run(&pool).await?;
-    popug_eventbus::schema::migrate(&pool).await?;
+    let pool = popug_eventbus::schema::connect_and_migrate(
+        &settings.database_url,
+        settings.database_max_connections,
+        &MIGRATOR,
+    )
+    .await?;
     Ok(pool)
 }
 

@@ -13,7 +13,6 @@ use popug_proto::popug::accounting::v1::accounting_service_server::AccountingSer
 use popug_proto::popug::accounting::v1::price_service_server::PriceServiceServer;
 use popug_proto::popug::analytics::v1::analytics_service_server::AnalyticsServiceServer;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -45,14 +44,12 @@ pub struct Application {
 /// Connects to the database and applies every migration (the service's and the event
 /// bus's). Used by `build` and by `accounting migrate`.
 pub async fn connect_and_migrate(settings: &Settings) -> anyhow::Result<PgPool> {
-    let pool = PgPoolOptions::new()
-        .max_connections(settings.database_max_connections)
-        .acquire_timeout(std::time::Duration::from_secs(5))
-        .connect(&settings.database_url)
-        .await
-        .map_err(|e| anyhow::anyhow!("database unreachable: {e}"))?;
-    MIGRATOR.run(&pool).await?;
-    popug_eventbus::schema::migrate(&pool).await?;
+    let pool = popug_eventbus::schema::connect_and_migrate(
+        &settings.database_url,
+        settings.database_max_connections,
+        &MIGRATOR,
+    )
+    .await?;
     Ok(pool)
 }
 
