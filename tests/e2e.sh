@@ -2,14 +2,14 @@
 # tests/e2e.sh — the web client in a real browser against the real mesh.
 #
 # Builds web/ (npm ci + vite build), starts Account, TaskKeeper, Accounting and the
-# Gateway from target/debug with their own databases, stream prefix and ports (57xxx),
+# Gateway from target/debug with their own databases, stream prefix and ports (27xxx),
 # the gateway serving web/dist; seeds the demo users; runs the
 # Playwright tests (playwright-core + Debian's chromium, headless) under `node --test`;
 # saves screenshots to tests/artifacts/; stops everything it started.
 #
 #   bash tests/e2e.sh            run the tests
 #   bash tests/e2e.sh --serve    start the same mesh and keep it up (Ctrl-C stops it):
-#                                the UI is at http://127.0.0.1:57080
+#                                the UI is at http://127.0.0.1:27080
 #
 # Last line: "e2e: N passed, N failed" (N skipped may follow).
 set -euo pipefail
@@ -31,7 +31,7 @@ if [[ ! -x "$CHROMIUM" ]]; then
 fi
 
 # E2E_SKIP_CARGO=1: use the binaries in target/debug as they are.
-bin="${CARGO_TARGET_DIR:-target}/debug"
+MESH_BIN="${CARGO_TARGET_DIR:-target}/debug"
 if [[ "${E2E_SKIP_CARGO:-}" != 1 ]]; then
   cargo build --locked --quiet -p account -p taskkeeper -p accounting -p gateway
 fi
@@ -52,85 +52,30 @@ fi
 ) || { echo "e2e: web build failed" >&2; echo "e2e: 0 passed, 1 failed"; exit 1; }
 
 # --- the mesh -----------------------------------------------------------------------------
-for port in 57051 57052 57053 57080 57081; do
-  if _infra_tcp_open 127.0.0.1 "$port"; then
-    echo "e2e: port $port is already in use (another e2e run, or 'tests/e2e.sh --serve' still up?)" >&2
-    echo "e2e: 0 passed, 1 failed"
-    exit 1
-  fi
-done
-db="popug_e2e_$$"
-dbs=("$db" "${db}_tasks" "${db}_accounting")
-for d in "${dbs[@]}"; do
-  psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $d" >/dev/null
-done
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  for d in "${dbs[@]}"; do
-    psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1 || true
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
+. tests/mesh.sh
 fail() {
-  echo "e2e: FAILED: $*" >&2
-  for log in "$work"/*.log; do echo "--- $log" >&2; tail -n 30 "$log" >&2; done
   echo "e2e: 0 passed, 1 failed"
-  exit 1
+  mesh_fail "$@"
 }
-
-prefix="e2e$$"
+work="$MESH_WORK"
+trap 'exit 130' INT TERM
 export RUST_LOG="${RUST_LOG:-info}"
-export ACCOUNT__GRPC_ADDR=127.0.0.1:57051 ACCOUNT__HTTP_ADDR=127.0.0.1:57081
-export ACCOUNT__DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db"
-export ACCOUNT__STREAM_PREFIX="$prefix"
-export ACCOUNT__BOOTSTRAP_ADMIN_PASSWORD=popug-admin
-export TASKKEEPER__GRPC_ADDR=127.0.0.1:57052
-export TASKKEEPER__DATABASE_URL="postgres://postgres@127.0.0.1:5432/${db}_tasks"
-export TASKKEEPER__STREAM_PREFIX="$prefix"
-export TASKKEEPER__JWKS_URL=http://127.0.0.1:57081/.well-known/jwks.json
-export ACCOUNTING__GRPC_ADDR=127.0.0.1:57053
-export ACCOUNTING__DATABASE_URL="postgres://postgres@127.0.0.1:5432/${db}_accounting"
-export ACCOUNTING__STREAM_PREFIX="$prefix"
-export ACCOUNTING__JWKS_URL=http://127.0.0.1:57081/.well-known/jwks.json
 export ACCOUNTING__CLOSE_CHECK_SECONDS=0 # the admin closes the day by hand in the tests
-export ACCOUNTING__SMTP_PORT=57025       # nothing listens: payout mails just stay queued
-export GATEWAY__LISTEN_ADDR=127.0.0.1:57080
-export GATEWAY__ACCOUNT_URL=http://127.0.0.1:57051 GATEWAY__TASKKEEPER_URL=http://127.0.0.1:57052
-export GATEWAY__ACCOUNTING_URL=http://127.0.0.1:57053
-export GATEWAY__JWKS_URL=http://127.0.0.1:57081/.well-known/jwks.json
+export ACCOUNTING__SMTP_PORT=27025       # nothing listens: payout mails just stay queued
 export GATEWAY__WEB_DIR="$root/web/dist"
-export GATEWAY__STREAM_PREFIX="$prefix" GATEWAY__CACHE_PREFIX="popug:$prefix:"
 # Each browser test logs in several roles from one address in quick succession.
 export GATEWAY__RATE_LIMIT_PER_SEC=1000 GATEWAY__RATE_LIMIT_BURST=2000
-
-"$bin/account" serve >"$work/account.log" 2>&1 &
-pids+=($!)
-wait_tcp 127.0.0.1 57051 60 || fail "account did not listen"
-"$bin/taskkeeper" serve >"$work/taskkeeper.log" 2>&1 &
-pids+=($!)
-wait_tcp 127.0.0.1 57052 60 || fail "taskkeeper did not listen"
-"$bin/accounting" serve >"$work/accounting.log" 2>&1 &
-pids+=($!)
-wait_tcp 127.0.0.1 57053 60 || fail "accounting did not listen"
-"$bin/gateway" serve >"$work/gateway.log" 2>&1 &
-pids+=($!)
-wait_tcp 127.0.0.1 57080 60 || fail "gateway did not listen"
-RUST_LOG=warn "$bin/account" seed-demo >"$work/seed.log" 2>&1 || fail "seed-demo"
+mesh_start "popug_e2e_$$" 27000
+RUST_LOG=warn "$MESH_BIN/account" seed-demo >"$work/seed.log" 2>&1 || fail "seed-demo"
 
 # The browser's origin is the gateway itself: it serves web/dist over HTTP/1.1.
-base="http://127.0.0.1:57080"
+base="http://$GATEWAY_ADDR"
 front="$(curl -s -o /dev/null -w '%{http_code}' -H 'Accept: text/html' "$base/tasks" || true)"
 [[ "$front" == 200 ]] || fail "the gateway answers $front (not 200) for the web client's pages"
 
 if ((serve)); then
   echo "e2e: the mesh is up: $base (logs in $work); Ctrl-C stops it"
-  wait "${pids[@]}"
+  wait "${MESH_PIDS[@]}"
   exit 0
 fi
 
@@ -151,7 +96,7 @@ if ((status != 0)) && [[ "${failed:-0}" == 0 ]]; then failed=1; fi
 if ((status != 0)); then
   for log in "$work"/*.log; do echo "--- $log" >&2; tail -n 20 "$log" >&2; done
 fi
-echo "screenshots: $(ls tests/artifacts | tr '\n' ' ')"
+echo "screenshots: $(find tests/artifacts -name '*.png' -printf '%f\n' | sort | tr '\n' ' ')"
 if [[ "${skipped:-0}" != 0 ]]; then
   echo "e2e: ${passed} passed, ${failed:-0} failed, ${skipped} skipped"
 else

@@ -13,95 +13,50 @@ ensure_grpcurl
 bin="${CARGO_TARGET_DIR:-target}/debug"
 cargo build --locked --quiet -p account -p taskkeeper -p accounting -p gateway
 
-db="popug_smoke_$$"
-psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $db" >/dev/null
-psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE ${db}_tasks" >/dev/null
-psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE ${db}_money" >/dev/null
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
-  psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS ${db}_tasks" >/dev/null 2>&1 || true
-  psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS ${db}_money" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-fail() {
-  echo "smoke: FAILED: $*" >&2
-  for log in "$work"/*.log; do echo "--- $log" >&2; tail -n 30 "$log" >&2; done
-  exit 1
-}
-
-export ACCOUNT__GRPC_ADDR=127.0.0.1:56051 ACCOUNT__HTTP_ADDR=127.0.0.1:56081
-export ACCOUNT__DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db"
-export ACCOUNT__STREAM_PREFIX="smoke$$"
+. tests/mesh.sh
+fail() { mesh_fail "$@"; }
+work="$MESH_WORK"
+# Payout e-mails go to a maildev inbox of the test's own.
+ensure_maildev 26025 26026 "$work/maildev.pid"
+MESH_PIDS+=("$(cat "$work/maildev.pid")")
 export ACCOUNT__BOOTSTRAP_ADMIN_PASSWORD=smoke-admin-pw
-export TASKKEEPER__GRPC_ADDR=127.0.0.1:56052
-export TASKKEEPER__DATABASE_URL="postgres://postgres@127.0.0.1:5432/${db}_tasks"
-export TASKKEEPER__STREAM_PREFIX="smoke$$"
-export TASKKEEPER__JWKS_URL=http://127.0.0.1:56081/.well-known/jwks.json
-"$bin/account" serve >"$work/account.log" 2>&1 &
-pids+=($!)
-wait_tcp 127.0.0.1 56051 30 || fail "account did not listen"
-"$bin/taskkeeper" serve >"$work/taskkeeper.log" 2>&1 &
-pids+=($!)
-wait_tcp 127.0.0.1 56052 30 || fail "taskkeeper did not listen"
-ensure_maildev 56025 56026 "$work/maildev.pid"
-pids+=("$(cat "$work/maildev.pid")")
-export ACCOUNTING__GRPC_ADDR=127.0.0.1:56053
-export ACCOUNTING__DATABASE_URL="postgres://postgres@127.0.0.1:5432/${db}_money"
-export ACCOUNTING__STREAM_PREFIX="smoke$$"
-export ACCOUNTING__JWKS_URL=http://127.0.0.1:56081/.well-known/jwks.json
-export ACCOUNTING__SMTP_HOST=127.0.0.1 ACCOUNTING__SMTP_PORT=56025
-"$bin/accounting" serve >"$work/accounting.log" 2>&1 &
-pids+=($!)
-wait_tcp 127.0.0.1 56053 30 || fail "accounting did not listen"
-export GATEWAY__LISTEN_ADDR=127.0.0.1:56080
-export GATEWAY__ACCOUNT_URL=http://127.0.0.1:56051 GATEWAY__TASKKEEPER_URL=http://127.0.0.1:56052
-export GATEWAY__ACCOUNTING_URL=http://127.0.0.1:56053
-export GATEWAY__JWKS_URL=http://127.0.0.1:56081/.well-known/jwks.json
-export GATEWAY__STREAM_PREFIX="smoke$$" GATEWAY__CACHE_PREFIX="smoke$$:gw:"
-"$bin/gateway" serve >"$work/gateway.log" 2>&1 &
-pids+=($!)
-wait_tcp 127.0.0.1 56080 30 || fail "gateway did not listen"
+export ACCOUNTING__SMTP_HOST=127.0.0.1 ACCOUNTING__SMTP_PORT=26025
+mesh_start "popug_smoke_$$" 26000
 
 g() { "$GRPCURL" -plaintext "$@"; }
 passed=0
 check() { passed=$((passed + 1)); echo "ok - $*"; }
 
-services="$(g 127.0.0.1:56051 list)"
+services="$(g "$ACCOUNT_ADDR" list)"
 for s in popug.account.v1.AccountService popug.account.v1.AuthService grpc.health.v1.Health; do
   grep -qx "$s" <<<"$services" || fail "reflection does not list $s: $services"
 done
 check "grpcurl list shows the services"
 
-g 127.0.0.1:56051 describe popug.account.v1.AuthService.Login | grep -q 'LoginRequest' || fail "describe"
+g "$ACCOUNT_ADDR" describe popug.account.v1.AuthService.Login | grep -q 'LoginRequest' || fail "describe"
 check "grpcurl describe works"
 
 for s in popug.account.v1.AuthService popug.account.v1.AccountService; do
-  g -d "{\"service\":\"$s\"}" 127.0.0.1:56051 grpc.health.v1.Health/Check | grep -q SERVING || fail "health $s"
+  g -d "{\"service\":\"$s\"}" "$ACCOUNT_ADDR" grpc.health.v1.Health/Check | grep -q SERVING || fail "health $s"
 done
 check "health says SERVING"
 
-login="$(g -d '{"username":"admin","password":"smoke-admin-pw"}' 127.0.0.1:56051 popug.account.v1.AuthService/Login)" ||
+login="$(g -d '{"username":"admin","password":"smoke-admin-pw"}' "$ACCOUNT_ADDR" popug.account.v1.AuthService/Login)" ||
   fail "login"
 token="$(jq -r .tokens.accessToken <<<"$login")"
 [[ -n "$token" && "$token" != null ]] || fail "no access token in $login"
 check "the bootstrap admin logs in"
 
 kid="$(cut -d. -f1 <<<"$token" | tr '_-' '/+' | base64 -d 2>/dev/null | jq -r .kid)" || true
-curl -fsS http://127.0.0.1:56081/.well-known/jwks.json | jq -e --arg kid "$kid" '.keys | map(.kid) | index($kid)' >/dev/null ||
+curl -fsS $JWKS_URL | jq -e --arg kid "$kid" '.keys | map(.kid) | index($kid)' >/dev/null ||
   fail "kid $kid not in the JWKS"
 check "the token's kid ($kid) is published in the JWKS"
 
-me="$(g -H "authorization: Bearer $token" 127.0.0.1:56051 popug.account.v1.AccountService/WhoAmI)" || fail "WhoAmI"
+me="$(g -H "authorization: Bearer $token" "$ACCOUNT_ADDR" popug.account.v1.AccountService/WhoAmI)" || fail "WhoAmI"
 [[ "$(jq -r .account.username <<<"$me")" == admin ]] || fail "WhoAmI answered $me"
 check "the service verifies the token (WhoAmI)"
 
-if g 127.0.0.1:56051 popug.account.v1.AccountService/WhoAmI >/dev/null 2>"$work/denied.txt"; then
+if g "$ACCOUNT_ADDR" popug.account.v1.AccountService/WhoAmI >/dev/null 2>"$work/denied.txt"; then
   fail "WhoAmI without a token succeeded"
 fi
 grep -q Unauthenticated "$work/denied.txt" || fail "expected Unauthenticated, got $(cat "$work/denied.txt")"
@@ -112,7 +67,7 @@ RUST_LOG=warn "$bin/account" seed-demo >"$work/seed.log" 2>&1 || fail "seed-demo
 check "demo users seeded"
 
 login() {
-  g -d "{\"username\":\"$1\",\"password\":\"$2\"}" 127.0.0.1:56051 popug.account.v1.AuthService/Login |
+  g -d "{\"username\":\"$1\",\"password\":\"$2\"}" "$ACCOUNT_ADDR" popug.account.v1.AuthService/Login |
     jq -r .tokens.accessToken
 }
 worker="$(login worker1 popug-worker1)"
@@ -123,7 +78,7 @@ tk() { local token="$1"; shift; g -H "authorization: Bearer $token" "$@"; }
 created=""
 for _ in $(seq 1 150); do
   if created="$(tk "$worker" -d '{"title":"Feed the parrots","jiraId":"UBERPOP-42","description":"twice"}' \
-    127.0.0.1:56052 popug.tasks.v1.TaskService/CreateTask 2>"$work/create.err")"; then
+    "$TASKS_ADDR" popug.tasks.v1.TaskService/CreateTask 2>"$work/create.err")"; then
     break
   fi
   grep -q FailedPrecondition "$work/create.err" || fail "CreateTask: $(cat "$work/create.err")"
@@ -138,34 +93,34 @@ check "a worker creates a task; it is assigned at once"
 
 # Whoever got it completes it (the demo passwords are popug-<username>).
 admin="$(login admin smoke-admin-pw)"
-owner="$(tk "$admin" -d "{\"id\":\"$assignee\"}" 127.0.0.1:56051 popug.account.v1.AccountService/GetAccount |
+owner="$(tk "$admin" -d "{\"id\":\"$assignee\"}" "$ACCOUNT_ADDR" popug.account.v1.AccountService/GetAccount |
   jq -r .account.username)"
 case "$owner" in worker[1-5] | accountant) ;; *) fail "task assigned to $owner, who may not get tasks" ;; esac
 owner_token="$(login "$owner" "popug-$owner")"
-done_task="$(tk "$owner_token" -d "{\"id\":\"$task_id\"}" 127.0.0.1:56052 popug.tasks.v1.TaskService/CompleteTask)" ||
+done_task="$(tk "$owner_token" -d "{\"id\":\"$task_id\"}" "$TASKS_ADDR" popug.tasks.v1.TaskService/CompleteTask)" ||
   fail "CompleteTask by the assignee"
 [[ "$(jq -r .task.status <<<"$done_task")" == TASK_STATUS_DONE ]] || fail "completed: $done_task"
 check "the assignee ($owner) completes it"
 
-tk "$worker" -d '{"title":"Buy seeds"}' 127.0.0.1:56052 popug.tasks.v1.TaskService/CreateTask >/dev/null || fail "second task"
-moved="$(tk "$manager" 127.0.0.1:56052 popug.tasks.v1.TaskService/ReassignOpenTasks)" || fail "reassign"
+tk "$worker" -d '{"title":"Buy seeds"}' "$TASKS_ADDR" popug.tasks.v1.TaskService/CreateTask >/dev/null || fail "second task"
+moved="$(tk "$manager" "$TASKS_ADDR" popug.tasks.v1.TaskService/ReassignOpenTasks)" || fail "reassign"
 [[ "$(jq -r .reassigned <<<"$moved")" == 1 ]] || fail "reassign moved: $moved (expected the one open task)"
 check "a manager reassigns the open tasks (done ones stay)"
 
-if tk "$worker" 127.0.0.1:56052 popug.tasks.v1.TaskService/ReassignOpenTasks >/dev/null 2>"$work/denied.txt"; then
+if tk "$worker" "$TASKS_ADDR" popug.tasks.v1.TaskService/ReassignOpenTasks >/dev/null 2>"$work/denied.txt"; then
   fail "a worker reassigned"
 fi
 grep -q PermissionDenied "$work/denied.txt" || fail "expected PermissionDenied, got $(cat "$work/denied.txt")"
-if tk "$worker" -d '{"title":"[UBERPOP-1] - old style"}' 127.0.0.1:56052 popug.tasks.v1.TaskService/CreateTask \
+if tk "$worker" -d '{"title":"[UBERPOP-1] - old style"}' "$TASKS_ADDR" popug.tasks.v1.TaskService/CreateTask \
   >/dev/null 2>"$work/invalid.txt"; then
   fail "a title with brackets was accepted"
 fi
-grep -q 'InvalidArgument' "$work/invalid.txt" && grep -q 'title' "$work/invalid.txt" ||
+{ grep -q 'InvalidArgument' "$work/invalid.txt" && grep -q 'title' "$work/invalid.txt"; } ||
   fail "expected InvalidArgument naming title, got $(cat "$work/invalid.txt")"
 check "permissions and input rules hold (PermissionDenied, InvalidArgument naming the field)"
 
 # --- Gateway: the same system through its one public port ------------------------------
-GW=127.0.0.1:56080
+GW=$GATEWAY_ADDR
 services="$(g $GW list)"
 for s in popug.account.v1.AuthService popug.account.v1.AccountService popug.tasks.v1.TaskService grpc.health.v1.Health; do
   grep -qx "$s" <<<"$services" || fail "the gateway's reflection does not list $s: $services"
@@ -274,7 +229,7 @@ while read -r id name before; do
     dollars="$(printf '%d.%02d' $((before / 100)) $((before % 100)))"
     mail=""
     for _ in $(seq 1 100); do
-      mail="$(curl -fsS http://127.0.0.1:56026/api/email | jq -c --arg to "$name@popug.example" \
+      mail="$(curl -fsS http://127.0.0.1:26026/api/email | jq -c --arg to "$name@popug.example" \
         '[.[] | select(.envelope.to[0].address == $to)]')"
       [[ "$(jq length <<<"$mail")" == 1 ]] && break
       sleep 0.1

@@ -10,7 +10,7 @@ import { join } from "node:path";
 const require = createRequire(new URL("../../web/package.json", import.meta.url));
 const { chromium } = require("playwright-core");
 
-const BASE = process.env.E2E_BASE_URL ?? "http://127.0.0.1:57080";
+const BASE = process.env.E2E_BASE_URL ?? "http://127.0.0.1:27080";
 const ARTIFACTS = process.env.E2E_ARTIFACTS ?? new URL("../artifacts", import.meta.url).pathname;
 const ADMIN_PASSWORD = process.env.E2E_ADMIN_PASSWORD ?? "popug-admin";
 const DESKTOP = { width: 1280, height: 900 };
