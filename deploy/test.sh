@@ -1,17 +1,15 @@
 #!/usr/bin/env bash
 # deploy/test.sh — command 2 of the README, and what CI runs (.ci/run): install and start
 # what the tests need, then the contract checks (buf lint, buf breaking), formatting and
-# lints, the deploy files, every Rust test against the real servers, the end-to-end smoke
-# test (grpcurl) and the browser tests (Playwright, Chromium).
+# lints, the deploy files, the compile-time SQL metadata, every Rust test against the
+# real servers, the end-to-end smoke test (grpcurl) and the browser tests (Playwright,
+# Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=deploy/infra.sh
 . deploy/infra.sh
 
-ensure_rust
-ensure_postgres
-ensure_nats
-ensure_redis
+ensure_platform
 ensure_buf
 ensure_grpcurl
 
@@ -28,6 +26,11 @@ fi
 
 section "deploy files (compose, Kubernetes, Dockerfile, scripts)"
 bash deploy/validate.sh
+
+section "SQL checked at compile time: each crate's .sqlx/ matches its queries and migrations"
+bash deploy/sqlx.sh check
+# Every build below reads that metadata, never a live database.
+export SQLX_OFFLINE=true
 
 section "cargo fmt"
 cargo fmt --all -- --check

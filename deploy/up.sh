@@ -9,10 +9,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=deploy/infra.sh
 . deploy/infra.sh
 
-ensure_rust
-ensure_postgres
-ensure_nats
-ensure_redis
+ensure_platform
 ensure_grpcurl
 ensure_db popug_account
 ensure_db popug_taskkeeper
@@ -22,6 +19,8 @@ echo "up: building the web client…"
 ensure_node
 (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
 echo "up: building the services (release)…"
+# SQL is checked against the committed query metadata (each crate's .sqlx/).
+export SQLX_OFFLINE=true
 cargo build --release --locked --quiet -p account -p taskkeeper -p accounting -p gateway
 bin="${CARGO_TARGET_DIR:-target}/release"
 mkdir -p .run

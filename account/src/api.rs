@@ -1,17 +1,54 @@
 //! The gRPC surface: parse the request, call [`Accounts`], map the answer. Thin on
-//! purpose; the rules live in `service.rs`.
+//! purpose: who may call each RPC is decided before it (the policies in `proto/`), the
+//! rules live in `service.rs`.
 
 use std::sync::Arc;
 
 use pb::account_service_server::AccountService;
 use pb::auth_service_server::AuthService;
 use popug_auth::{Permission, caller};
+use popug_errors::input::id as parse_id;
+use popug_grpc::timestamp;
 use popug_proto::popug::account::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::domain::parse_id;
+use crate::domain::role_to_proto;
 use crate::error::Error;
 use crate::service::{Accounts, CreateAccount};
+use crate::store::accounts::AccountRow;
+
+/// The API view; `reveal_email` only for the account itself and admins.
+fn account(row: &AccountRow, reveal_email: bool) -> pb::Account {
+    pb::Account {
+        id: row.id.to_string(),
+        username: row.username.clone(),
+        name: row.name.clone(),
+        surname: row.surname.clone(),
+        email: if reveal_email {
+            row.email.clone()
+        } else {
+            String::new()
+        },
+        role: role_to_proto(row.role),
+        permissions: row.permissions(),
+        active: row.active,
+        created_at: Some(timestamp(row.created_at)),
+        updated_at: Some(timestamp(row.updated_at)),
+        version: row.version,
+    }
+}
+
+/// What anyone signed in may see.
+fn profile(row: &AccountRow) -> pb::Profile {
+    pb::Profile {
+        id: row.id.to_string(),
+        username: row.username.clone(),
+        name: row.name.clone(),
+        surname: row.surname.clone(),
+        role: role_to_proto(row.role),
+        active: row.active,
+    }
+}
 
 /// Both gRPC services over one [`Accounts`].
 #[derive(Clone)]
@@ -68,11 +105,10 @@ impl AccountService for Api {
         &self,
         request: Request<pb::CreateAccountRequest>,
     ) -> Result<Response<pb::CreateAccountResponse>, Status> {
-        caller(&request)?.require(Permission::AccountsManage)?;
         let new = CreateAccount::parse(request.get_ref())?;
         let row = self.0.create(new).await?;
         Ok(Response::new(pb::CreateAccountResponse {
-            account: Some(row.to_proto(true)),
+            account: Some(account(&row, true)),
         }))
     }
 
@@ -86,7 +122,7 @@ impl AccountService for Api {
         let row = self.0.get(id).await?;
         let reveal = caller.id == id || caller.has(Permission::AccountsManage);
         Ok(Response::new(pb::GetAccountResponse {
-            account: Some(row.to_proto(reveal)),
+            account: Some(account(&row, reveal)),
         }))
     }
 
@@ -95,7 +131,6 @@ impl AccountService for Api {
         &self,
         request: Request<pb::ListAccountsRequest>,
     ) -> Result<Response<pb::ListAccountsResponse>, Status> {
-        caller(&request)?.require(Permission::AccountsManage)?;
         let r = request.get_ref();
         let role = match r.role {
             0 => None,
@@ -103,7 +138,7 @@ impl AccountService for Api {
         };
         let (rows, next_page_token) = self.0.list(r.page_size, &r.page_token, role).await?;
         Ok(Response::new(pb::ListAccountsResponse {
-            accounts: rows.iter().map(|row| row.to_proto(true)).collect(),
+            accounts: rows.iter().map(|row| account(row, true)).collect(),
             next_page_token,
         }))
     }
@@ -116,7 +151,7 @@ impl AccountService for Api {
         let caller = caller(&request)?;
         let row = self.0.update(caller, request.get_ref()).await?;
         Ok(Response::new(pb::UpdateAccountResponse {
-            account: Some(row.to_proto(true)),
+            account: Some(account(&row, true)),
         }))
     }
 
@@ -126,11 +161,10 @@ impl AccountService for Api {
         request: Request<pb::DeleteAccountRequest>,
     ) -> Result<Response<pb::DeleteAccountResponse>, Status> {
         let caller = caller(&request)?;
-        caller.require(Permission::AccountsManage)?;
         let id = parse_id("id", &request.get_ref().id)?;
         let row = self.0.deactivate(caller, id).await?;
         Ok(Response::new(pb::DeleteAccountResponse {
-            account: Some(row.to_proto(true)),
+            account: Some(account(&row, true)),
         }))
     }
 
@@ -139,7 +173,6 @@ impl AccountService for Api {
         &self,
         request: Request<pb::ListProfilesRequest>,
     ) -> Result<Response<pb::ListProfilesResponse>, Status> {
-        caller(&request)?;
         let ids = &request.get_ref().ids;
         if ids.is_empty() || ids.len() > 500 {
             return Err(Error::invalid("ids", "must hold 1 to 500 account ids").into());
@@ -150,7 +183,7 @@ impl AccountService for Api {
             .collect::<Result<Vec<_>, _>>()?;
         let rows = self.0.profiles(&ids).await?;
         Ok(Response::new(pb::ListProfilesResponse {
-            profiles: rows.iter().map(|r| r.to_profile()).collect(),
+            profiles: rows.iter().map(profile).collect(),
         }))
     }
 
@@ -162,7 +195,7 @@ impl AccountService for Api {
         let caller = caller(&request)?;
         let row = self.0.get(caller.id).await?;
         Ok(Response::new(pb::WhoAmIResponse {
-            account: Some(row.to_proto(true)),
+            account: Some(account(&row, true)),
         }))
     }
 }

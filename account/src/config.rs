@@ -3,25 +3,19 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
+
+use popug_service::{Common, Config, ConfigError, Env};
+
+const ENV: Env = Env::new("ACCOUNT");
 
 /// Everything the service needs to start.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// gRPC listener (port 0 picks a free one).
-    pub grpc_addr: SocketAddr,
+    /// gRPC port, database, buses; `tokens` is what Account issues (`iss`, `aud`).
+    pub common: Common,
     /// Internal HTTP listener: `/.well-known/jwks.json` and `/healthz`.
     pub http_addr: SocketAddr,
-    pub database_url: String,
-    pub database_max_connections: u32,
-    pub nats_url: String,
-    /// Prefix of every stream and subject (empty in production).
-    pub stream_prefix: String,
-    /// `iss` of issued tokens.
-    pub issuer: String,
-    /// `aud` of issued tokens.
-    pub audience: String,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     /// Created as admin when the database has no accounts at all.
@@ -49,69 +43,43 @@ impl std::fmt::Debug for BootstrapAdmin {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(String);
-
-fn var<T: FromStr>(name: &str, default: T) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(format!("ACCOUNT__{name}")) {
-        Ok(raw) => raw
-            .parse()
-            .map_err(|e| ConfigError(format!("ACCOUNT__{name}={raw:?}: {e}"))),
-        Err(_) => Ok(default),
-    }
-}
-
-fn opt(name: &str) -> Option<String> {
-    std::env::var(format!("ACCOUNT__{name}"))
-        .ok()
-        .filter(|v| !v.is_empty())
-}
-
-impl Settings {
+impl Config for Settings {
     /// Defaults for a local run, overridden by `ACCOUNT__<NAME>` variables.
-    pub fn from_env() -> Result<Settings, ConfigError> {
-        let bootstrap_admin = opt("BOOTSTRAP_ADMIN_PASSWORD").map(|password| BootstrapAdmin {
-            username: opt("BOOTSTRAP_ADMIN_USERNAME").unwrap_or_else(|| "admin".into()),
-            email: opt("BOOTSTRAP_ADMIN_EMAIL").unwrap_or_else(|| "admin@popug.example".into()),
-            password,
-        });
-        let settings = Settings {
-            grpc_addr: var("GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50051)))?,
-            http_addr: var("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8081)))?,
-            database_url: var(
-                "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/popug_account".to_owned(),
-            )?,
-            database_max_connections: var("DATABASE_MAX_CONNECTIONS", 16)?,
-            nats_url: var("NATS_URL", "nats://127.0.0.1:4222".to_owned())?,
-            stream_prefix: var("STREAM_PREFIX", String::new())?,
-            issuer: var("ISSUER", "popugjira-account".to_owned())?,
-            audience: var("AUDIENCE", "popugjira".to_owned())?,
-            access_ttl: Duration::from_secs(var("ACCESS_TTL_SECS", 15 * 60)?),
-            refresh_ttl: Duration::from_secs(var("REFRESH_TTL_SECS", 30 * 24 * 3600)?),
+    fn from_env() -> Result<Settings, ConfigError> {
+        let bootstrap_admin = ENV
+            .raw("BOOTSTRAP_ADMIN_PASSWORD")
+            .map(|password| BootstrapAdmin {
+                username: ENV.string("BOOTSTRAP_ADMIN_USERNAME", "admin"),
+                email: ENV.string("BOOTSTRAP_ADMIN_EMAIL", "admin@popug.example"),
+                password,
+            });
+        Ok(Settings {
+            common: Common::from_env(&ENV, 50051, "popug_account")?,
+            http_addr: ENV.var("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8081)))?,
+            access_ttl: ENV.secs("ACCESS_TTL_SECS", 15 * 60)?,
+            refresh_ttl: ENV.secs("REFRESH_TTL_SECS", 30 * 24 * 3600)?,
             bootstrap_admin,
-            signing_key_file: opt("SIGNING_KEY_FILE").map(PathBuf::from),
-            key_reload_interval: Duration::from_secs(var("KEY_RELOAD_SECS", 10)?),
-        };
-        settings.validate()?;
-        Ok(settings)
+            signing_key_file: ENV.opt("SIGNING_KEY_FILE")?,
+            key_reload_interval: ENV.secs("KEY_RELOAD_SECS", 10)?,
+        })
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn common(&self) -> Option<&Common> {
+        Some(&self.common)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.access_ttl.is_zero() || self.refresh_ttl <= self.access_ttl {
-            return Err(ConfigError(
-                "refresh TTL must exceed a non-zero access TTL".into(),
+            return Err(ENV.invalid(
+                "REFRESH_TTL_SECS",
+                "the refresh TTL must exceed a non-zero access TTL",
             ));
         }
         if let Some(admin) = &self.bootstrap_admin {
             crate::domain::Password::parse(&admin.password)
-                .map_err(|e| ConfigError(format!("ACCOUNT__BOOTSTRAP_ADMIN_PASSWORD: {e}")))?;
+                .map_err(|e| ENV.invalid("BOOTSTRAP_ADMIN_PASSWORD", e))?;
             crate::domain::Username::parse(&admin.username)
-                .map_err(|e| ConfigError(format!("ACCOUNT__BOOTSTRAP_ADMIN_USERNAME: {e}")))?;
+                .map_err(|e| ENV.invalid("BOOTSTRAP_ADMIN_USERNAME", e))?;
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! Ed25519 signing keys and the JWKS.
+//! Ed25519 signing keys and the JWKS: the cryptography (the rows are `store::keys`).
 //!
 //! Keys live in the `signing_keys` table so every replica signs with the same newest key
 //! and publishes the same set. A key from configuration (`ACCOUNT__SIGNING_KEY_FILE`) is
@@ -17,8 +17,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-/// Advisory lock serialising key generation across replicas ("sigkeys").
-const KEYGEN_LOCK: i64 = 0x7369_676b_6579;
+use crate::store::keys::{self as store, KeyRow};
 
 /// One signing key, ready to use.
 struct LoadedKey {
@@ -33,43 +32,37 @@ pub struct KeyRing {
     keys: RwLock<Arc<Vec<LoadedKey>>>,
 }
 
-/// A parsed PKCS#8 Ed25519 private key and its public half.
-struct KeyMaterial {
-    kid: String,
-    pkcs8: Vec<u8>,
-    public_key: Vec<u8>,
+/// A PKCS#8 Ed25519 private key with its public half and kid, as stored.
+fn key_from_pkcs8(pkcs8: Vec<u8>) -> anyhow::Result<KeyRow> {
+    let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8)
+        .map_err(|e| anyhow::anyhow!("not an Ed25519 PKCS#8 key: {e}"))?;
+    let public_key = pair.public_key().as_ref().to_vec();
+    Ok(KeyRow {
+        kid: kid_of(&public_key),
+        private_pkcs8: pkcs8,
+        public_key,
+    })
 }
 
-impl KeyMaterial {
-    fn from_pkcs8(pkcs8: Vec<u8>) -> anyhow::Result<KeyMaterial> {
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8)
-            .map_err(|e| anyhow::anyhow!("not an Ed25519 PKCS#8 key: {e}"))?;
-        let public_key = pair.public_key().as_ref().to_vec();
-        Ok(KeyMaterial {
-            kid: kid_of(&public_key),
-            pkcs8,
-            public_key,
-        })
-    }
+/// A new random key.
+fn generate_key() -> anyhow::Result<KeyRow> {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
+        .map_err(|_| anyhow::anyhow!("key generation failed"))?;
+    key_from_pkcs8(pkcs8.as_ref().to_vec())
+}
 
-    fn generate() -> anyhow::Result<KeyMaterial> {
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
-            .map_err(|_| anyhow::anyhow!("key generation failed"))?;
-        KeyMaterial::from_pkcs8(pkcs8.as_ref().to_vec())
-    }
-
-    fn from_pem(pem: &str) -> anyhow::Result<KeyMaterial> {
-        let body: String = pem
-            .lines()
-            .filter(|l| !l.starts_with("-----"))
-            .flat_map(|l| l.trim().chars())
-            .collect();
-        let der = STANDARD
-            .decode(body)
-            .map_err(|e| anyhow::anyhow!("signing key PEM is not base64: {e}"))?;
-        KeyMaterial::from_pkcs8(der)
-    }
+/// A key from a PKCS#8 PEM file's text.
+fn key_from_pem(pem: &str) -> anyhow::Result<KeyRow> {
+    let body: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .flat_map(|l| l.trim().chars())
+        .collect();
+    let der = STANDARD
+        .decode(body)
+        .map_err(|e| anyhow::anyhow!("signing key PEM is not base64: {e}"))?;
+    key_from_pkcs8(der)
 }
 
 /// Key id: the first 16 characters of the base64url SHA-256 of the public key.
@@ -82,21 +75,14 @@ impl KeyRing {
     /// Imports the configured key (if any), generates one if none is live, and loads.
     pub async fn load(pool: PgPool, configured_pem: Option<&str>) -> anyhow::Result<KeyRing> {
         let mut tx = pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(KEYGEN_LOCK)
-            .execute(&mut *tx)
-            .await?;
+        store::lock(&mut tx).await?;
         if let Some(pem) = configured_pem {
-            let key = KeyMaterial::from_pem(pem)?;
-            insert(&mut tx, &key).await?;
+            let key = key_from_pem(pem)?;
+            store::insert(&mut tx, &key).await?;
         }
-        let live: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM signing_keys WHERE retired_at IS NULL")
-                .fetch_one(&mut *tx)
-                .await?;
-        if live == 0 {
-            let key = KeyMaterial::generate()?;
-            insert(&mut tx, &key).await?;
+        if store::live(&mut tx).await?.is_empty() {
+            let key = generate_key()?;
+            store::insert(&mut tx, &key).await?;
             tracing::info!(kid = %key.kid, "generated a signing key");
         }
         tx.commit().await?;
@@ -110,22 +96,37 @@ impl KeyRing {
 
     /// Rereads the live keys (after a rotation here or in another replica).
     pub async fn reload(&self) -> anyhow::Result<()> {
-        let rows: Vec<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-            "SELECT kid, private_pkcs8, public_key FROM signing_keys
-             WHERE retired_at IS NULL ORDER BY created_at, kid",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let keys = rows
+        let mut conn = self.pool.acquire().await?;
+        let keys = store::live(&mut conn)
+            .await?
             .into_iter()
-            .map(|(kid, pkcs8, public_key)| LoadedKey {
-                kid,
-                encoding: EncodingKey::from_ed_der(&pkcs8),
-                public_key,
+            .map(|row| LoadedKey {
+                kid: row.kid,
+                encoding: EncodingKey::from_ed_der(&row.private_pkcs8),
+                public_key: row.public_key,
             })
             .collect();
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
         Ok(())
+    }
+
+    /// Reloads every `interval` until `stop` resolves (rotations made elsewhere).
+    pub async fn reload_every(
+        self: Arc<Self>,
+        interval: std::time::Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(interval) => {
+                    if let Err(error) = self.reload().await {
+                        tracing::warn!(%error, "signing key reload failed");
+                    }
+                }
+            }
+        }
     }
 
     fn snapshot(&self) -> Arc<Vec<LoadedKey>> {
@@ -168,24 +169,11 @@ impl KeyRing {
     }
 }
 
-async fn insert(tx: &mut sqlx::PgConnection, key: &KeyMaterial) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO signing_keys (kid, private_pkcs8, public_key) VALUES ($1, $2, $3)
-         ON CONFLICT (kid) DO NOTHING",
-    )
-    .bind(&key.kid)
-    .bind(&key.pkcs8)
-    .bind(&key.public_key)
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
 /// Adds a new signing key; it signs from the next reload on. Returns its kid.
 pub async fn rotate(pool: &PgPool) -> anyhow::Result<String> {
-    let key = KeyMaterial::generate()?;
+    let key = generate_key()?;
     let mut conn = pool.acquire().await?;
-    insert(&mut conn, &key).await?;
+    store::insert(&mut conn, &key).await?;
     Ok(key.kid)
 }
 
@@ -193,20 +181,11 @@ pub async fn rotate(pool: &PgPool) -> anyhow::Result<String> {
 /// last live key.
 pub async fn retire(pool: &PgPool, kid: &str) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(KEYGEN_LOCK)
-        .execute(&mut *tx)
-        .await?;
-    let live: Vec<String> =
-        sqlx::query_scalar("SELECT kid FROM signing_keys WHERE retired_at IS NULL")
-            .fetch_all(&mut *tx)
-            .await?;
-    anyhow::ensure!(live.iter().any(|k| k == kid), "no live key {kid:?}");
+    store::lock(&mut tx).await?;
+    let live = store::live(&mut tx).await?;
+    anyhow::ensure!(live.iter().any(|k| k.kid == kid), "no live key {kid:?}");
     anyhow::ensure!(live.len() > 1, "{kid} is the only live key; rotate first");
-    sqlx::query("UPDATE signing_keys SET retired_at = now() WHERE kid = $1")
-        .bind(kid)
-        .execute(&mut *tx)
-        .await?;
+    store::retire(&mut tx, kid).await?;
     tx.commit().await?;
     Ok(())
 }

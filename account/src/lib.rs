@@ -5,21 +5,23 @@
 //! account bus. No other service reads its tables.
 //!
 //! - [`config`] — settings from `ACCOUNT__*`, validated
-//! - [`startup`] — `Application::build` / `run_until_stopped`
-//! - [`api`] — the gRPC services (thin)
-//! - [`service`] — the rules: accounts, sessions, events
+//! - [`startup`] — [`Application`]: build, run until stopped, and Account's own commands
+//! - [`api`] — the gRPC services: request → [`service`] → response, nothing else
+//! - [`service`] — the rules: accounts and sessions
 //! - [`domain`] — validated input
-//! - [`store`] — SQL
+//! - [`store`] — SQL, checked at compile time, one module per concern
+//! - [`events`] — the account events it publishes
 //! - [`keys`] — the signing key ring and the JWKS
 //! - [`password`] — argon2id
 //! - [`http`] — `/.well-known/jwks.json`
 //! - [`seed`] — the demo data set
-//! - [`error`] — the error enum and its mapping to gRPC status
+//! - [`error`] — the error type and its mapping to gRPC status
 
 pub mod api;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod keys;
 pub mod password;

@@ -1,26 +1,29 @@
 //! What Account does, independent of gRPC: accounts (create, read, update, deactivate,
-//! each change with its event in the same transaction) and sessions (login, refresh with
-//! rotation and reuse detection, logout).
+//! each change with its event in the same transaction) and, in [`sessions`], sessions
+//! (login, refresh with rotation and reuse detection, logout). Who may call each RPC is
+//! decided before it (the policies in `proto/`); the row-level rules (one's own account;
+//! what only an admin may change) are here.
+
+mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use popug_auth::{Caller, Claims, Permission, Role};
+use popug_auth::{Caller, Permission, Role};
 use popug_eventbus::Outbox;
 use popug_proto::popug::account::v1 as pb;
-use rand::RngCore;
-use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, PgPool};
-use time::OffsetDateTime;
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::domain::{Email, Password, PersonName, Username};
 use crate::error::Error;
+use crate::events;
 use crate::keys::KeyRing;
 use crate::password;
-use crate::store::{self, AccountRow, NewAccount};
+use crate::store::accounts::{self as store, AccountRow, NewAccount};
+use crate::store::sessions as session_store;
 
 /// Token lifetimes and claims that do not depend on the user.
 #[derive(Debug, Clone)]
@@ -66,9 +69,6 @@ impl CreateAccount {
     }
 }
 
-const INVALID_LOGIN: &str = "invalid username or password";
-const INVALID_REFRESH: &str = "invalid or expired refresh token";
-
 impl Accounts {
     pub async fn new(
         pool: PgPool,
@@ -107,11 +107,8 @@ impl Accounts {
             },
         )
         .await?;
-        let event = pb::AccountCreated {
-            account: Some(row.snapshot()),
-        };
         self.outbox
-            .add(&mut tx, &row.id.to_string(), &event)
+            .add(&mut tx, &row.id.to_string(), &events::created(&row))
             .await?;
         tx.commit().await?;
         self.outbox.notify();
@@ -141,11 +138,7 @@ impl Accounts {
         page_token: &str,
         role: Option<Role>,
     ) -> Result<(Vec<AccountRow>, String), Error> {
-        let size = match page_size {
-            0 => 50,
-            1..=500 => i64::from(page_size),
-            _ => return Err(Error::invalid("page_size", "must be between 1 and 500")),
-        };
+        let size = popug_errors::input::page_size(page_size)?;
         let after = if page_token.is_empty() {
             String::new()
         } else {
@@ -175,7 +168,7 @@ impl Accounts {
         caller: &Caller,
         request: &pb::UpdateAccountRequest,
     ) -> Result<AccountRow, Error> {
-        let id = crate::domain::parse_id("id", &request.id)?;
+        let id = popug_errors::input::id("id", &request.id)?;
         let admin = caller.has(Permission::AccountsManage);
         if !admin && caller.id != id {
             return Err(Error::PermissionDenied(
@@ -245,7 +238,10 @@ impl Accounts {
             surname.as_ref().map(PersonName::as_str),
         );
         set("email", &mut row.email, email.as_ref().map(Email::as_str));
-        set("role", &mut row.role, role.map(Role::as_str));
+        if let Some(role) = role.filter(|r| *r != row.role) {
+            row.role = role;
+            changed.push("role".into());
+        }
         if let Some(extra) = extra {
             let extra: Vec<String> = extra.iter().map(|p| p.as_str().to_owned()).collect();
             if extra != row.extra_permissions {
@@ -266,12 +262,9 @@ impl Accounts {
         }
         let saved = store::save(&mut tx, &row).await?;
         if !saved.active || changed.iter().any(|c| c == "password") {
-            store::revoke_sessions(&mut tx, id).await?;
+            session_store::revoke_account(&mut tx, id).await?;
         }
-        let event = pb::AccountUpdated {
-            account: Some(saved.snapshot()),
-            changed_fields: changed.clone(),
-        };
+        let event = events::updated(&saved, changed.clone());
         self.outbox
             .add(&mut tx, &saved.id.to_string(), &event)
             .await?;
@@ -298,165 +291,14 @@ impl Accounts {
         }
         row.active = false;
         let saved = store::save(&mut tx, &row).await?;
-        store::revoke_sessions(&mut tx, id).await?;
-        let event = pb::AccountDeleted {
-            account: Some(saved.snapshot()),
-        };
+        session_store::revoke_account(&mut tx, id).await?;
         self.outbox
-            .add(&mut tx, &saved.id.to_string(), &event)
+            .add(&mut tx, &saved.id.to_string(), &events::deleted(&saved))
             .await?;
         tx.commit().await?;
         self.outbox.notify();
         tracing::info!(account = %saved.id, by = %caller.id, "account deactivated");
         Ok(saved)
-    }
-
-    /// Username and password for a token pair. Unknown user, wrong password and
-    /// inactive account all answer the same, after the same amount of hashing.
-    pub async fn login(&self, username: &str, password: &str) -> Result<pb::TokenPair, Error> {
-        if username.is_empty() {
-            return Err(Error::invalid("username", "is required"));
-        }
-        if password.is_empty() {
-            return Err(Error::invalid("password", "is required"));
-        }
-        if username.len() > 64 || password.len() > 512 {
-            return Err(Error::Unauthenticated(INVALID_LOGIN));
-        }
-        let mut conn = self.pool.acquire().await?;
-        let row = store::by_username(&mut conn, username).await?;
-        drop(conn);
-        let hash = row
-            .as_ref()
-            .map_or_else(|| self.dummy_hash.clone(), |r| r.password_hash.clone());
-        let matches = password::verify(password.to_owned(), hash).await?;
-        let row = match row {
-            Some(row) if matches && row.active => row,
-            _ => return Err(Error::Unauthenticated(INVALID_LOGIN)),
-        };
-        let mut tx = self.pool.begin().await?;
-        let pair = self.issue(&mut tx, &row, Uuid::new_v4()).await?;
-        tx.commit().await?;
-        tracing::info!(account = %row.id, "logged in");
-        Ok(pair)
-    }
-
-    /// Spends a refresh token for a new pair. A spent token presented again revokes
-    /// its whole family (someone has a copy).
-    pub async fn refresh(&self, refresh_token: &str) -> Result<pb::TokenPair, Error> {
-        if refresh_token.is_empty() {
-            return Err(Error::invalid("refresh_token", "is required"));
-        }
-        let hash = token_hash(refresh_token);
-        let mut tx = self.pool.begin().await?;
-        let found: Option<RefreshRow> = sqlx::query_as(
-            "SELECT family_id, account_id, expires_at, used_at, revoked_at
-             FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
-        )
-        .bind(&hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(RefreshRow {
-            family_id: family,
-            account_id: account,
-            expires_at,
-            used_at,
-            revoked_at,
-        }) = found
-        else {
-            return Err(Error::Unauthenticated(INVALID_REFRESH));
-        };
-        if revoked_at.is_some() || expires_at <= OffsetDateTime::now_utc() {
-            return Err(Error::Unauthenticated(INVALID_REFRESH));
-        }
-        if used_at.is_some() {
-            revoke_family(&mut tx, family).await?;
-            tx.commit().await?;
-            tracing::warn!(%account, %family, "refresh token reused; session chain revoked");
-            return Err(Error::Unauthenticated(
-                "refresh token reuse detected; session revoked",
-            ));
-        }
-        sqlx::query("UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1")
-            .bind(&hash)
-            .execute(&mut *tx)
-            .await?;
-        let row = store::by_id(&mut tx, account)
-            .await?
-            .ok_or(Error::NotFound("account"))?;
-        if !row.active {
-            revoke_family(&mut tx, family).await?;
-            tx.commit().await?;
-            return Err(Error::Unauthenticated(INVALID_REFRESH));
-        }
-        let pair = self.issue(&mut tx, &row, family).await?;
-        tx.commit().await?;
-        Ok(pair)
-    }
-
-    /// Revokes the refresh token's family. Unknown tokens are accepted silently.
-    pub async fn logout(&self, refresh_token: &str) -> Result<(), Error> {
-        if refresh_token.is_empty() {
-            return Err(Error::invalid("refresh_token", "is required"));
-        }
-        let mut conn = self.pool.acquire().await?;
-        sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = now()
-             WHERE revoked_at IS NULL
-               AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
-        )
-        .bind(token_hash(refresh_token))
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
-    }
-
-    /// A new access token and a new refresh token in `family`.
-    async fn issue(
-        &self,
-        conn: &mut PgConnection,
-        row: &AccountRow,
-        family: Uuid,
-    ) -> Result<pb::TokenPair, Error> {
-        let now = OffsetDateTime::now_utc().unix_timestamp();
-        let access_ttl = self.tokens.access_ttl.as_secs() as i64;
-        let refresh_ttl = self.tokens.refresh_ttl.as_secs() as i64;
-        let claims = Claims {
-            sub: row.id.to_string(),
-            username: row.username.clone(),
-            name: row.name.clone(),
-            surname: row.surname.clone(),
-            email: row.email.clone(),
-            role: row.role.clone(),
-            permissions: row.permissions(),
-            iss: self.tokens.issuer.clone(),
-            aud: self.tokens.audience.clone(),
-            iat: now,
-            nbf: now,
-            exp: now + access_ttl,
-            jti: Uuid::new_v4().to_string(),
-        };
-        let access_token = self.keys.sign(&claims)?;
-        let mut secret = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut secret);
-        let refresh_token = URL_SAFE_NO_PAD.encode(secret);
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, family_id, account_id, expires_at)
-             VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
-        )
-        .bind(token_hash(&refresh_token))
-        .bind(family)
-        .bind(row.id)
-        .bind(refresh_ttl as f64)
-        .execute(conn)
-        .await?;
-        Ok(pb::TokenPair {
-            access_token,
-            expires_in: access_ttl,
-            refresh_token,
-            refresh_expires_in: refresh_ttl,
-            token_type: "Bearer".into(),
-        })
     }
 
     /// Creates the first admin when there are no accounts at all (first start).
@@ -486,28 +328,4 @@ impl Accounts {
             Err(e) => Err(e),
         }
     }
-}
-
-/// The state of one refresh token.
-#[derive(sqlx::FromRow)]
-struct RefreshRow {
-    family_id: Uuid,
-    account_id: Uuid,
-    expires_at: OffsetDateTime,
-    used_at: Option<OffsetDateTime>,
-    revoked_at: Option<OffsetDateTime>,
-}
-
-fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
-}
-
-async fn revoke_family(conn: &mut PgConnection, family: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
-    )
-    .bind(family)
-    .execute(conn)
-    .await?;
-    Ok(())
 }

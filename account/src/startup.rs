@@ -1,175 +1,184 @@
-//! Wiring: [`Application::build`] connects, migrates, binds; `run_until_stopped` serves
-//! gRPC and HTTP and runs the outbox relay until the shutdown future resolves.
+//! Wiring: [`Application`] connects, migrates and binds; running it serves gRPC and HTTP
+//! and runs the outbox relay and the key reloader until shutdown. Also Account's own
+//! commands: `seed-demo`, `rotate-key`, `retire-key KID`.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use popug_auth::{AuthLayer, Verifier, VerifierConfig};
-use popug_eventbus::{Outbox, Relay, Topology};
+use popug_auth::{AuthLayer, Authenticator, PolicyTable, Verifier, VerifierConfig};
+use popug_eventbus::Outbox;
 use popug_grpc::ServeOptions;
 use popug_proto::popug::account::v1::account_service_server::AccountServiceServer;
 use popug_proto::popug::account::v1::auth_service_server::AuthServiceServer;
-use sqlx::PgPool;
+use popug_service::{Built, Config, Infra, Service, Shutdown, Workers};
+use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
 use crate::config::Settings;
+use crate::events::PRODUCER;
 use crate::keys::{KeyRing, LocalJwks};
 use crate::service::{Accounts, TokenPolicy};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The service's own migrations (the event bus brings its own).
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// A built, bound, not yet running Account.
 pub struct Application {
     settings: Settings,
-    grpc: TcpListener,
+    built: Built,
+    /// `/.well-known/jwks.json` and `/healthz`.
     http: TcpListener,
     accounts: Arc<Accounts>,
-    js: async_nats::jetstream::Context,
 }
 
-/// Connects to the database and applies every migration (the service's and the event
-/// bus's). Used by `build` and by `account migrate`.
-pub async fn connect_and_migrate(settings: &Settings) -> anyhow::Result<PgPool> {
-    let pool = popug_eventbus::schema::connect_and_migrate(
-        &settings.database_url,
-        settings.database_max_connections,
-        &MIGRATOR,
-    )
-    .await?;
-    Ok(pool)
+/// Connects and migrates, loads the signing keys and creates the bootstrap admin: the
+/// service state without any listener (what the commands need too).
+async fn accounts(settings: &Settings) -> anyhow::Result<(Infra, Arc<Accounts>)> {
+    let infra = popug_service::connect::connect(&settings.common, &MIGRATOR).await?;
+    let pem = match &settings.signing_key_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("signing key file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let keys = Arc::new(KeyRing::load(infra.pool.clone(), pem.as_deref()).await?);
+    let tokens = TokenPolicy {
+        issuer: settings.common.tokens.issuer.clone(),
+        audience: settings.common.tokens.audience.clone(),
+        access_ttl: settings.access_ttl,
+        refresh_ttl: settings.refresh_ttl,
+    };
+    let outbox = Outbox::new(infra.topology.clone(), PRODUCER);
+    let accounts = Arc::new(Accounts::new(infra.pool.clone(), outbox, keys, tokens).await?);
+    if let Some(admin) = &settings.bootstrap_admin {
+        accounts
+            .bootstrap_admin(admin)
+            .await
+            .map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?;
+    }
+    Ok((infra, accounts))
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let pool = connect_and_migrate(&settings).await?;
-        let client = async_nats::connect(&settings.nats_url)
-            .await
-            .map_err(|e| anyhow::anyhow!("NATS unreachable at {}: {e}", settings.nats_url))?;
-        let js = async_nats::jetstream::new(client);
-        let topology = Topology::new(&settings.stream_prefix)?;
-        topology.ensure_streams(&js).await?;
-
-        let pem = match &settings.signing_key_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("signing key file {}: {e}", path.display()))?,
-            ),
-            None => None,
-        };
-        let keys = Arc::new(KeyRing::load(pool.clone(), pem.as_deref()).await?);
-        let tokens = TokenPolicy {
-            issuer: settings.issuer.clone(),
-            audience: settings.audience.clone(),
-            access_ttl: settings.access_ttl,
-            refresh_ttl: settings.refresh_ttl,
-        };
-        let outbox = Outbox::new(topology, "account");
-        let accounts = Arc::new(Accounts::new(pool, outbox, keys, tokens).await?);
-        if let Some(admin) = &settings.bootstrap_admin {
-            accounts
-                .bootstrap_admin(admin)
-                .await
-                .map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?;
-        }
-
-        let grpc = TcpListener::bind(settings.grpc_addr).await?;
-        let http = TcpListener::bind(settings.http_addr).await?;
-        Ok(Application {
-            settings,
-            grpc,
-            http,
-            accounts,
-            js,
-        })
-    }
-
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.local_addr().unwrap_or(self.settings.grpc_addr)
+        self.built.grpc_addr()
     }
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http.local_addr().unwrap_or(self.settings.http_addr)
     }
 
-    /// The service state, for tests and the CLI.
+    /// The service state, for tests.
     pub fn accounts(&self) -> Arc<Accounts> {
         self.accounts.clone()
     }
 
-    /// Serves until `shutdown` resolves; then stops accepting, drains and returns.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        tracing::info!(grpc = %self.grpc_addr(), http = %self.http_addr(), "account serving");
-        let stop = CancellationToken::new();
+    /// The access check of Account's own RPCs: tokens verified against its own key ring
+    /// (no HTTP round trip to itself), every call afresh, so a retired key stops
+    /// verifying within a second of the ring's reload.
+    fn auth_layer(&self) -> anyhow::Result<AuthLayer> {
+        let tokens = &self.settings.common.tokens;
+        let mut config = VerifierConfig::new(&tokens.issuer, &tokens.audience);
+        // The source is in-process and cheap: no need to throttle refetches.
+        config.refetch_interval = Duration::ZERO;
+        config.max_key_age = Duration::from_secs(1);
+        let verifier = Verifier::new(config, Arc::new(LocalJwks(self.accounts.keys.clone())));
+        let authenticator = Authenticator::uncached(Arc::new(verifier));
+        Ok(AuthLayer::new(
+            Arc::new(authenticator),
+            PolicyTable::popug()?,
+        ))
+    }
+}
+
+impl Service for Application {
+    const NAME: &'static str = "account";
+    const COMMANDS: &'static [&'static str] = &["seed-demo", "rotate-key", "retire-key KID"];
+    type Settings = Settings;
+    const MIGRATOR: Option<&'static Migrator> = Some(&MIGRATOR);
+
+    async fn build(settings: Settings) -> anyhow::Result<Application> {
+        settings.validate()?;
+        let (infra, accounts) = accounts(&settings).await?;
+        let built = Built::bind(infra, settings.common.grpc_addr).await?;
+        let http = TcpListener::bind(settings.http_addr).await?;
+        Ok(Application {
+            settings,
+            built,
+            http,
+            accounts,
+        })
+    }
+
+    async fn command(settings: Settings, args: &[&str]) -> Option<anyhow::Result<()>> {
+        match args {
+            ["seed-demo"] => Some(seed_demo(&settings).await),
+            ["rotate-key"] => Some(rotate_key(&settings).await),
+            ["retire-key", kid] => Some(retire_key(&settings, kid).await),
+            _ => None,
+        }
+    }
+
+    async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        tracing::info!(http = %self.http_addr(), "account serving the JWKS over HTTP");
+        let auth = self.auth_layer()?;
         let accounts = self.accounts;
-
-        let relay = Relay::new(accounts.pool.clone(), self.js, &accounts.outbox);
-        let relay = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
-
+        let mut workers = Workers::with_relay(shutdown, &self.built.infra, &accounts.outbox);
         let keys = accounts.keys.clone();
         let interval = self.settings.key_reload_interval;
-        let reload_stop = stop.clone();
-        let reloader = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = reload_stop.cancelled() => return,
-                    () = tokio::time::sleep(interval) => {
-                        if let Err(error) = keys.reload().await {
-                            tracing::warn!(%error, "signing key reload failed");
-                        }
-                    }
-                }
-            }
-        });
-
-        let mut verifier = VerifierConfig::new(&self.settings.issuer, &self.settings.audience);
-        // The source is in-process and cheap: no need to throttle refetches.
-        verifier.refetch_interval = std::time::Duration::ZERO;
-        // Retired keys stop verifying within a second of the ring's reload.
-        verifier.max_key_age = std::time::Duration::from_secs(1);
-        let verifier = Arc::new(Verifier::new(
-            verifier,
-            Arc::new(LocalJwks(accounts.keys.clone())),
-        ));
-        let auth = AuthLayer::new(verifier, ["/popug.account.v1.AuthService/".to_owned()]);
-
-        let api = Api(accounts.clone());
-        let routes = tonic::service::Routes::new(AuthServiceServer::new(api.clone()))
-            .add_service(AccountServiceServer::new(api));
+        workers.spawn("key-reload", |stop| keys.reload_every(interval, stop));
 
         let http = axum::serve(self.http, crate::http::router(accounts.keys.clone()))
-            .with_graceful_shutdown(stop.clone().cancelled_owned());
-
-        let grpc_stop = stop.clone();
-        let grpc = popug_grpc::serve(
-            self.grpc,
-            routes,
-            ServeOptions {
-                service_names: vec![
-                    "popug.account.v1.AuthService",
-                    "popug.account.v1.AccountService",
-                ],
-                file_descriptor_sets: vec![popug_proto::FILE_DESCRIPTOR_SET],
-                auth,
-            },
-            grpc_stop.cancelled_owned(),
-        );
-
-        let trigger = stop.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            trigger.cancel();
-        });
+            .with_graceful_shutdown(workers.stopped());
+        let api = Api(accounts);
+        let routes = tonic::service::Routes::new(AuthServiceServer::new(api.clone()))
+            .add_service(AccountServiceServer::new(api));
+        let options = ServeOptions {
+            service_names: vec![
+                "popug.account.v1.AuthService",
+                "popug.account.v1.AccountService",
+            ],
+            auth,
+        };
+        let grpc = popug_grpc::serve(self.built.grpc, routes, options, workers.stopped());
         let (grpc, http) = tokio::join!(grpc, http);
-        stop.cancel();
-        let _ = tokio::join!(relay, reloader);
+        workers.join().await;
         grpc?;
         http?;
         Ok(())
     }
+}
+
+/// `account seed-demo`: the demo users (idempotent), returning once their events are out.
+async fn seed_demo(settings: &Settings) -> anyhow::Result<()> {
+    let (infra, accounts) = accounts(settings).await?;
+    let created = crate::seed::demo(&accounts)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    infra
+        .relay(&accounts.outbox)
+        .publish_all(Duration::from_secs(30))
+        .await?;
+    println!("account: demo data seeded ({created} new users)");
+    for (username, _, _, role, password) in crate::seed::DEMO_USERS {
+        println!("  {username:<11} {:<11} {password}", role.as_str());
+    }
+    Ok(())
+}
+
+async fn rotate_key(settings: &Settings) -> anyhow::Result<()> {
+    let pool = popug_service::connect::database(&settings.common.database, &MIGRATOR).await?;
+    let kid = crate::keys::rotate(&pool).await?;
+    println!("account: new signing key {kid}; older keys stay published until retired");
+    Ok(())
+}
+
+async fn retire_key(settings: &Settings, kid: &str) -> anyhow::Result<()> {
+    let pool = popug_service::connect::database(&settings.common.database, &MIGRATOR).await?;
+    crate::keys::retire(&pool, kid).await?;
+    println!("account: key {kid} retired; tokens it signed no longer verify");
+    Ok(())
 }

@@ -1,28 +1,21 @@
 //! Settings, read once from the environment (`ACCOUNTING__*`) over defaults and validated
 //! before anything starts. Tests build [`Settings`] in code instead.
 
-use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
+
+use popug_service::{Common, Config, ConfigError, Env};
+
+use crate::domain::BillingClock;
+
+const ENV: Env = Env::new("ACCOUNTING");
 
 /// Everything the service needs to start.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// gRPC listener (port 0 picks a free one).
-    pub grpc_addr: SocketAddr,
-    pub database_url: String,
-    pub database_max_connections: u32,
-    pub nats_url: String,
-    /// Prefix of every stream and subject (empty in production).
-    pub stream_prefix: String,
-    /// Expected `iss` of access tokens.
-    pub issuer: String,
-    /// Expected `aud` of access tokens.
-    pub audience: String,
-    /// Account's JWKS document, which verifies access tokens.
-    pub jwks_url: String,
-    /// Where a billing day ends, as an offset from midnight UTC (0: calendar days in UTC).
-    pub day_cutoff: Duration,
+    /// gRPC port, database, buses and token issuer.
+    pub common: Common,
+    /// The billing calendar (`DAY_CUTOFF`, HH:MM UTC: where a billing day ends).
+    pub clock: BillingClock,
     /// How often the scheduler checks whether a billing day is due to close; `None`
     /// turns the automatic close off (tests that close by hand).
     pub close_check_interval: Option<Duration>,
@@ -39,29 +32,9 @@ pub struct Settings {
     pub mail_poll_interval: Duration,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(String);
-
-fn var<T: FromStr>(name: &str, default: T) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(format!("ACCOUNTING__{name}")) {
-        Ok(raw) => raw
-            .parse()
-            .map_err(|e| ConfigError(format!("ACCOUNTING__{name}={raw:?}: {e}"))),
-        Err(_) => Ok(default),
-    }
-}
-
 /// `"HH:MM"` → offset from midnight.
 fn parse_cutoff(raw: &str) -> Result<Duration, ConfigError> {
-    let bad = || {
-        ConfigError(format!(
-            "ACCOUNTING__DAY_CUTOFF={raw:?}: expected HH:MM (UTC)"
-        ))
-    };
+    let bad = || ENV.invalid("DAY_CUTOFF", format!("{raw:?}: expected HH:MM (UTC)"));
     let (h, m) = raw.split_once(':').ok_or_else(bad)?;
     let h: u64 = h.parse().map_err(|_| bad())?;
     let m: u64 = m.parse().map_err(|_| bad())?;
@@ -71,54 +44,36 @@ fn parse_cutoff(raw: &str) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(h * 3600 + m * 60))
 }
 
-impl Settings {
+impl Config for Settings {
     /// Defaults for a local run, overridden by `ACCOUNTING__<NAME>` variables.
-    pub fn from_env() -> Result<Settings, ConfigError> {
-        let close_secs: u64 = var("CLOSE_CHECK_SECONDS", 30)?;
-        let settings = Settings {
-            grpc_addr: var("GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50053)))?,
-            database_url: var(
-                "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/popug_accounting".to_owned(),
-            )?,
-            database_max_connections: var("DATABASE_MAX_CONNECTIONS", 16)?,
-            nats_url: var("NATS_URL", "nats://127.0.0.1:4222".to_owned())?,
-            stream_prefix: var("STREAM_PREFIX", String::new())?,
-            issuer: var("ISSUER", "popugjira-account".to_owned())?,
-            audience: var("AUDIENCE", "popugjira".to_owned())?,
-            jwks_url: var(
-                "JWKS_URL",
-                "http://127.0.0.1:8081/.well-known/jwks.json".to_owned(),
-            )?,
-            day_cutoff: parse_cutoff(&var("DAY_CUTOFF", "00:00".to_owned())?)?,
-            close_check_interval: (close_secs > 0).then(|| Duration::from_secs(close_secs)),
-            smtp_host: var("SMTP_HOST", "127.0.0.1".to_owned())?,
-            smtp_port: var("SMTP_PORT", 2525)?,
-            smtp_from: var(
+    fn from_env() -> Result<Settings, ConfigError> {
+        let close_check = ENV.secs("CLOSE_CHECK_SECONDS", 30)?;
+        Ok(Settings {
+            common: Common::from_env(&ENV, 50053, "popug_accounting")?,
+            clock: BillingClock::new(parse_cutoff(&ENV.string("DAY_CUTOFF", "00:00"))?),
+            close_check_interval: (!close_check.is_zero()).then_some(close_check),
+            smtp_host: ENV.string("SMTP_HOST", "127.0.0.1"),
+            smtp_port: ENV.var("SMTP_PORT", 2525)?,
+            smtp_from: ENV.string(
                 "SMTP_FROM",
-                "PopugJira Accounting <accounting@popug.example>".to_owned(),
-            )?,
-            mail_retry_base: Duration::from_secs(var("MAIL_RETRY_BASE_SECONDS", 5)?),
-            mail_max_attempts: var("MAIL_MAX_ATTEMPTS", 10)?,
+                "PopugJira Accounting <accounting@popug.example>",
+            ),
+            mail_retry_base: ENV.secs("MAIL_RETRY_BASE_SECONDS", 5)?,
+            mail_max_attempts: ENV.var("MAIL_MAX_ATTEMPTS", 10)?,
             mail_poll_interval: Duration::from_secs(1),
-        };
-        settings.validate()?;
-        Ok(settings)
+        })
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        popug_auth::HttpJwks::new(&self.jwks_url)
-            .map_err(|e| ConfigError(format!("ACCOUNTING__JWKS_URL: {e}")))?;
+    fn common(&self) -> Option<&Common> {
+        Some(&self.common)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
         self.smtp_from
             .parse::<lettre::message::Mailbox>()
-            .map_err(|e| ConfigError(format!("ACCOUNTING__SMTP_FROM: {e}")))?;
-        if self.day_cutoff >= Duration::from_secs(24 * 3600) {
-            return Err(ConfigError("day cutoff must be within one day".into()));
-        }
+            .map_err(|e| ENV.invalid("SMTP_FROM", e))?;
         if self.mail_max_attempts < 1 {
-            return Err(ConfigError(
-                "ACCOUNTING__MAIL_MAX_ATTEMPTS must be >= 1".into(),
-            ));
+            return Err(ENV.invalid("MAIL_MAX_ATTEMPTS", "must be >= 1"));
         }
         Ok(())
     }

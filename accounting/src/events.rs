@@ -10,19 +10,21 @@
 //! later; a fee or reward goes to the user the causing event names, known or not yet.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
 
-use popug_eventbus::catalog::{self, is, open};
 use popug_eventbus::{Envelope, HandleError, Handler, Outbox};
-use popug_proto::popug::account::v1 as account;
+use popug_proto::catalog::{Unreadable, is, open};
 use popug_proto::popug::accounting::v1 as pb;
 use popug_proto::popug::tasks::v1 as tasks;
+use popug_proto::upcast;
+use popug_service::{AccountUser, UserCopy};
 use sqlx::PgConnection;
 use time::Date;
 use uuid::Uuid;
 
-use crate::domain::{self, Prices};
-use crate::store::{self, EntryLeg, EntryRow, Kind, SeenTask, TaskText, UserSnapshot, timestamp};
+use crate::domain::{BillingClock, Cents, EntryKind, Prices, format_day};
+use crate::store::ledger::{EntryLeg, EntryRow};
+use crate::store::tasks::{SeenTask, TaskText};
+use crate::store::{billing, ledger, tasks as task_store, users};
 
 /// Durable consumer names.
 pub const USERS_CONSUMER: &str = "accounting-users";
@@ -44,25 +46,25 @@ pub const REASSIGNS_BATCH: usize = 20;
 pub const PRODUCER: &str = "accounting";
 
 /// `accounting.entry_applied` for a written entry and the balance after it.
-pub fn entry_applied(entry: &EntryRow, balance: i64) -> pb::EntryApplied {
+pub fn entry_applied(entry: &EntryRow, balance: Cents) -> pb::EntryApplied {
     pb::EntryApplied {
         entry_id: entry.id.to_string(),
         user_id: entry.user_id.to_string(),
-        kind: entry_kind(&entry.kind) as i32,
-        amount_cents: entry.amount,
+        kind: entry_kind(entry.kind) as i32,
+        amount_cents: entry.amount.get(),
         task_id: entry.task_id.map(|t| t.to_string()).unwrap_or_default(),
-        billing_day: domain::format_day(entry.billing_day),
-        balance_cents: balance,
-        created_at: Some(timestamp(entry.created_at)),
+        billing_day: format_day(entry.billing_day),
+        balance_cents: balance.get(),
+        created_at: Some(popug_grpc::timestamp(entry.created_at)),
     }
 }
 
-pub fn entry_kind(raw: &str) -> pb::EntryKind {
-    match Kind::parse(raw) {
-        Some(Kind::AssignFee) => pb::EntryKind::AssignFee,
-        Some(Kind::CompletionReward) => pb::EntryKind::CompletionReward,
-        Some(Kind::Payout) => pb::EntryKind::Payout,
-        None => pb::EntryKind::Unspecified,
+/// The wire form of an entry kind (events and the API).
+pub fn entry_kind(kind: EntryKind) -> pb::EntryKind {
+    match kind {
+        EntryKind::AssignFee => pb::EntryKind::AssignFee,
+        EntryKind::CompletionReward => pb::EntryKind::CompletionReward,
+        EntryKind::Payout => pb::EntryKind::Payout,
     }
 }
 
@@ -70,46 +72,13 @@ fn uuid(field: &str, raw: &str) -> Result<Uuid, HandleError> {
     Uuid::parse_str(raw).map_err(|_| HandleError::Permanent(format!("bad {field} {raw:?}")))
 }
 
-/// Applies account events to `users`: idempotent and order-safe (only a higher
-/// `version` overwrites).
+/// Keeps Accounting's copy of the users (name and e-mail for payout mails).
 #[derive(Debug, Clone, Default)]
 pub struct Users;
 
-impl Handler for Users {
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        envelope: &Envelope,
-    ) -> Result<(), HandleError> {
-        let (snapshot, deleted) = if is::<account::AccountCreated>(envelope) {
-            (open::<account::AccountCreated>(envelope)?.account, false)
-        } else if is::<account::AccountUpdated>(envelope) {
-            (open::<account::AccountUpdated>(envelope)?.account, false)
-        } else if is::<account::AccountDeleted>(envelope) {
-            (open::<account::AccountDeleted>(envelope)?.account, true)
-        } else {
-            return Err(HandleError::Permanent(format!(
-                "unknown event {} v{}",
-                envelope.name, envelope.version
-            )));
-        };
-        let snapshot =
-            snapshot.ok_or_else(|| HandleError::Permanent("account snapshot missing".into()))?;
-        let id = uuid("account id", &snapshot.id)?;
-        store::apply_user(
-            conn,
-            &UserSnapshot {
-                id,
-                username: &snapshot.username,
-                name: &snapshot.name,
-                email: &snapshot.email,
-                role: &snapshot.role,
-                active: snapshot.active && !deleted,
-                version: snapshot.version,
-            },
-        )
-        .await?;
-        Ok(())
+impl UserCopy for Users {
+    async fn apply(&self, conn: &mut PgConnection, user: &AccountUser<'_>) -> sqlx::Result<()> {
+        users::apply(conn, user).await.map(drop)
     }
 }
 
@@ -124,8 +93,7 @@ impl Handler for Users {
 #[derive(Clone)]
 pub struct Ledger {
     pub outbox: Outbox,
-    /// Where a billing day ends after midnight UTC.
-    pub cutoff: Duration,
+    pub clock: BillingClock,
 }
 
 /// Legs booked per round of statements; a consumer batch of reassign chunks is split.
@@ -159,61 +127,48 @@ struct Leg {
     user_id: Uuid,
     sequence: i64,
     text: Option<Text>,
-    kind: Option<Kind>,
+    /// The entry it books; none for a creation (the assignment comes as its own event).
+    kind: Option<EntryKind>,
+}
+
+/// The one leg of a task event (they all carry the whole task): a macro, as the three
+/// messages share their fields but not a type.
+macro_rules! task_leg {
+    ($event_id:expr, $t:expr, $kind:expr) => {{
+        let t = $t;
+        Leg {
+            event_id: $event_id,
+            task_id: uuid("task id", &t.task_id)?,
+            user_id: uuid("assignee id", &t.assignee_id)?,
+            sequence: t.sequence,
+            text: Some(Text {
+                public_id: t.public_id,
+                jira_id: t.jira_id,
+                title: t.title,
+                description: t.description,
+            }),
+            kind: $kind,
+        }
+    }};
 }
 
 /// The legs of one event, or why it can never be applied.
 fn legs_of(envelope: &Envelope) -> Result<Vec<Leg>, HandleError> {
     let event_id = uuid("event id", &envelope.event_id)?;
-    let one = |task_id: &str,
-               assignee_id: &str,
-               sequence: i64,
-               text: Text,
-               kind: Option<Kind>|
-     -> Result<Vec<Leg>, HandleError> {
-        Ok(vec![Leg {
-            event_id,
-            task_id: uuid("task id", task_id)?,
-            user_id: uuid("assignee id", assignee_id)?,
-            sequence,
-            text: Some(text),
-            kind,
-        }])
-    };
     if envelope.name == "task.created" {
-        let t = popug_eventbus::upcast::task_created(envelope)?;
-        let text = Text {
-            public_id: t.public_id,
-            jira_id: t.jira_id,
-            title: t.title,
-            description: t.description,
-        };
-        one(&t.task_id, &t.assignee_id, t.sequence, text, None)
+        let created = upcast::task_created(envelope)?;
+        Ok(vec![task_leg!(event_id, created, None)])
     } else if is::<tasks::TaskAssigned>(envelope) {
-        let t = open::<tasks::TaskAssigned>(envelope)?;
-        let text = Text {
-            public_id: t.public_id,
-            jira_id: t.jira_id,
-            title: t.title,
-            description: t.description,
-        };
-        one(
-            &t.task_id,
-            &t.assignee_id,
-            t.sequence,
-            text,
-            Some(Kind::AssignFee),
-        )
+        let assigned = open::<tasks::TaskAssigned>(envelope)?;
+        Ok(vec![task_leg!(
+            event_id,
+            assigned,
+            Some(EntryKind::AssignFee)
+        )])
     } else if is::<tasks::TaskCompleted>(envelope) {
-        let t = open::<tasks::TaskCompleted>(envelope)?;
-        let text = Text {
-            public_id: t.public_id,
-            jira_id: t.jira_id,
-            title: t.title,
-            description: t.description,
-        };
-        let kind = Some(Kind::CompletionReward);
-        one(&t.task_id, &t.assignee_id, t.sequence, text, kind)
+        let completed = open::<tasks::TaskCompleted>(envelope)?;
+        let kind = Some(EntryKind::CompletionReward);
+        Ok(vec![task_leg!(event_id, completed, kind)])
     } else if is::<tasks::ReassignChunk>(envelope) {
         let chunk = open::<tasks::ReassignChunk>(envelope)?;
         chunk
@@ -226,15 +181,12 @@ fn legs_of(envelope: &Envelope) -> Result<Vec<Leg>, HandleError> {
                     user_id: uuid("assignee id", &t.assignee_id)?,
                     sequence: t.sequence,
                     text: None,
-                    kind: Some(Kind::AssignFee),
+                    kind: Some(EntryKind::AssignFee),
                 })
             })
             .collect()
     } else {
-        Err(HandleError::Permanent(format!(
-            "unknown event {} v{}",
-            envelope.name, envelope.version
-        )))
+        Err(Unreadable::unknown(envelope).into())
     }
 }
 
@@ -254,9 +206,9 @@ fn seen_tasks(legs: &[Leg]) -> Vec<SeenTask<'_>> {
             task.text = leg.text.as_ref().map(Text::borrow);
         }
         // A leg changes the assignment only when newer than everything before it
-        // (store::note_assignment); so does a completion mark the task completed.
+        // (`tasks::note_assignments`); so does a completion mark the task completed.
         if leg.sequence > task.sequence {
-            if leg.kind == Some(Kind::CompletionReward) {
+            if leg.kind == Some(EntryKind::CompletionReward) {
                 task.completion = Some(leg.sequence);
             }
             task.sequence = leg.sequence;
@@ -267,12 +219,11 @@ fn seen_tasks(legs: &[Leg]) -> Vec<SeenTask<'_>> {
 }
 
 impl Ledger {
-    /// The billing day entries written now go to: the open day, or today when the open
-    /// day is already past. Share-locks the billing state until the transaction ends.
+    /// The billing day entries written now go to; share-locks the billing state until
+    /// the transaction ends, so no day closes under them.
     async fn billing_day(&self, conn: &mut PgConnection) -> Result<Date, sqlx::Error> {
-        let open = store::open_day_shared(conn).await?;
-        let today = domain::calendar_day(time::OffsetDateTime::now_utc(), self.cutoff);
-        Ok(open.max(today))
+        let open = billing::open_day_shared(conn).await?;
+        Ok(self.clock.billing_day(open))
     }
 
     /// Books `legs` (in order) and adds their entry_applied events to the outbox.
@@ -282,31 +233,36 @@ impl Ledger {
         }
         let day = self.billing_day(conn).await?;
         let tasks = seen_tasks(legs);
-        let filled: HashSet<Uuid> = store::see_tasks(conn, &tasks).await?.into_iter().collect();
-        store::note_assignments(conn, &tasks).await?;
+        let filled: HashSet<Uuid> = task_store::see(conn, &tasks).await?.into_iter().collect();
+        task_store::note_assignments(conn, &tasks).await?;
         // The text of a filled placeholder is the one this batch brought.
         let texts: Vec<(Uuid, TaskText<'_>)> = tasks
             .iter()
             .filter(|t| filled.contains(&t.id))
             .filter_map(|t| Some((t.id, t.text?)))
             .collect();
-        store::fill_entry_texts(conn, &texts).await?;
+        task_store::fill_entry_texts(conn, &texts).await?;
+        // Every task is stored by now, with the prices its first sighting drew.
+        let ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
+        let prices = task_store::prices(conn, &ids).await?;
         let entries: Vec<EntryLeg> = legs
             .iter()
             .filter_map(|leg| {
+                let kind = leg.kind?;
                 Some(EntryLeg {
                     event_id: leg.event_id,
                     task_id: leg.task_id,
                     user_id: leg.user_id,
-                    kind: leg.kind?,
+                    kind,
+                    amount: prices.get(&leg.task_id)?.entry_amount(kind),
                 })
             })
             .collect();
-        let written = store::add_entries(conn, &entries, day).await?;
+        let written = ledger::add_entries(conn, &entries, day).await?;
         let applied: Vec<Envelope> = written
             .iter()
             .map(|(entry, balance)| {
-                catalog::envelope(
+                popug_eventbus::envelope(
                     PRODUCER,
                     &entry.user_id.to_string(),
                     &entry_applied(entry, *balance),

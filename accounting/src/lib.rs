@@ -6,14 +6,14 @@
 //! the accounting bus through its outbox.
 //!
 //! - [`config`] — settings from `ACCOUNTING__*`, validated
-//! - [`startup`] — `Application::build` / `run_until_stopped`
-//! - [`api`] — the two gRPC services (thin)
-//! - [`service`] — queries and the day close, with their access rules
-//! - [`domain`] — billing days, periods, validated input
-//! - [`store`] — SQL
-//! - [`events`] — the consumers (users, tasks, reassigns) and what they write
+//! - [`startup`] — [`Application`]: build, run until stopped (a `popug_service::Service`)
+//! - [`api`] — the three gRPC services: request → [`service`] → response, nothing else
+//! - [`service`] — queries, prices and the day close, with the row-level access rule
+//! - [`domain`] — money, the billing clock, periods, validated input
+//! - [`store`] — SQL, checked at compile time, one module per concern
+//! - [`events`] — the consumers (users, tasks, reassigns) and what they publish
 //! - [`mailer`] — the payout e-mail worker
-//! - [`error`] — the error enum and its mapping to gRPC status
+//! - [`error`] — the error type and its mapping to gRPC status
 
 pub mod api;
 pub mod config;
@@ -21,7 +21,6 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod mailer;
-pub mod prices;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -17,7 +17,7 @@ use popug_proto::popug::accounting::v1 as pb;
 use sqlx::PgPool;
 
 use crate::domain::format_day;
-use crate::store::{self, ClaimedMail, timestamp};
+use crate::store::mails::{self, ClaimedMail};
 
 /// Mails claimed per round.
 const CLAIM_BATCH: i64 = 50;
@@ -79,7 +79,7 @@ impl Mailer {
     pub async fn round(&self) -> anyhow::Result<usize> {
         let claimed = {
             let mut conn = self.pool.acquire().await?;
-            store::claim_mails(&mut conn, CLAIM_BATCH).await?
+            mails::claim(&mut conn, CLAIM_BATCH).await?
         };
         for mail in &claimed {
             self.deliver(mail).await?;
@@ -100,7 +100,7 @@ impl Mailer {
         let mut tx = self.pool.begin().await?;
         match outcome {
             Ok(()) => {
-                if let Some(sent_at) = store::mail_sent(&mut tx, mail.entry_id).await? {
+                if let Some(sent_at) = mails::mark_sent(&mut tx, mail.entry_id).await? {
                     self.outbox
                         .add(
                             &mut tx,
@@ -108,9 +108,9 @@ impl Mailer {
                             &pb::PayoutSent {
                                 payout_id: mail.entry_id.to_string(),
                                 user_id: mail.user_id.to_string(),
-                                amount_cents: mail.amount_cents,
+                                amount_cents: mail.amount.get(),
                                 billing_day: format_day(mail.billing_day),
-                                sent_at: Some(timestamp(sent_at)),
+                                sent_at: Some(popug_grpc::timestamp(sent_at)),
                             },
                         )
                         .await?;
@@ -124,7 +124,7 @@ impl Mailer {
                     self.retry_base.saturating_mul(factor).min(MAX_BACKOFF)
                 });
                 tracing::warn!(payout = mail.entry_id, attempts = mail.attempts, %error, ?retry, "payout mail failed");
-                store::mail_failed(&mut tx, mail.entry_id, &error, retry).await?;
+                mails::mark_failed(&mut tx, mail.entry_id, &error, retry).await?;
             }
         }
         tx.commit().await?;
@@ -141,20 +141,17 @@ impl Mailer {
         .parse()
         .or_else(|_| mail.email.parse())
         .map_err(|e| format!("bad address {:?}: {e}", mail.email))?;
-        let dollars = format!("{}.{:02}", mail.amount_cents / 100, mail.amount_cents % 100);
+        let day = format_day(mail.billing_day);
         Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(format!(
-                "PopugJira payout for {}: ${dollars}",
-                format_day(mail.billing_day)
-            ))
+            .subject(format!("PopugJira payout for {day}: {}", mail.amount))
             .header(lettre::message::header::ContentType::TEXT_PLAIN)
             .body(format!(
-                "Hello {},\n\nyour balance for {} was paid out: ${dollars} ({} cents).\nPayout id: {}\n\n-- UberPopug Inc accounting\n",
+                "Hello {},\n\nyour balance for {day} was paid out: {} ({} cents).\nPayout id: {}\n\n-- UberPopug Inc accounting\n",
                 mail.name,
-                format_day(mail.billing_day),
-                mail.amount_cents,
+                mail.amount,
+                mail.amount.get(),
                 mail.entry_id
             ))
             .map_err(|e| e.to_string())

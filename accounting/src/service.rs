@@ -1,20 +1,25 @@
 //! What Accounting answers and does, independent of gRPC: balances, the audit log,
-//! management earnings, payouts, analytics and the day close, with the access rules of
-//! REQUIREMENTS §2.
+//! management earnings, payouts, prices, analytics and the day close. Who may call each
+//! RPC is decided before it (the policies in `proto/`); the row-level rule — one's own
+//! ledger, anyone's with `accounting.read_all` — is [`Accounting::subject`].
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use popug_auth::{Caller, Permission};
-use popug_eventbus::{Outbox, catalog};
+use popug_eventbus::Outbox;
 use popug_proto::popug::accounting::v1 as pb;
 use sqlx::PgPool;
-use time::{Date, OffsetDateTime};
+use time::Date;
 use uuid::Uuid;
 
-use crate::domain::{self, Period};
+use crate::domain::{BillingClock, Cents, EntryKind, Period, Prices, format_day};
 use crate::error::Error;
 use crate::events::{PRODUCER, entry_applied};
-use crate::store::{self, EntryRow, PayoutRow, timestamp};
+use crate::store::billing::{self, ClosedDay};
+use crate::store::ledger::{self, EntryRow};
+use crate::store::mails::{self, PayoutRow};
+use crate::store::tasks;
 
 /// Days a per-day earnings query may span.
 pub const MAX_RANGE_DAYS: i64 = 366;
@@ -23,22 +28,23 @@ pub const MAX_RANGE_DAYS: i64 = 366;
 pub struct Accounting {
     pub pool: PgPool,
     pub outbox: Outbox,
-    /// Where a billing day ends after midnight UTC.
-    pub cutoff: Duration,
+    pub clock: BillingClock,
 }
 
 /// Management earnings of one day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Earnings {
     pub day: Date,
-    pub fees: i64,
-    pub rewards: i64,
+    /// Fees as booked (debits: zero or negative).
+    pub fees: Cents,
+    /// Rewards as booked (credits: zero or positive).
+    pub rewards: Cents,
 }
 
 impl Earnings {
     /// −(fees debited + rewards credited) = fees collected − rewards paid.
-    pub fn earnings(&self) -> i64 {
-        self.fees - self.rewards
+    pub fn management(&self) -> Cents {
+        -(self.fees + self.rewards)
     }
 }
 
@@ -49,53 +55,42 @@ pub struct Closed {
     /// False when the day had been closed before.
     pub closed_now: bool,
     pub payouts: i64,
-    pub paid_cents: i64,
+    pub paid: Cents,
 }
 
 impl Accounting {
-    /// The calendar day it is now, under the configured cutoff.
-    pub fn today(&self) -> Date {
-        domain::calendar_day(OffsetDateTime::now_utc(), self.cutoff)
-    }
-
-    /// The billing day entries go to now.
+    /// Today's billing day (see [`BillingClock::billing_day`]).
     pub async fn current_day(&self) -> Result<Date, Error> {
         let mut conn = self.pool.acquire().await?;
-        Ok(store::open_day(&mut conn).await?.max(self.today()))
+        Ok(self.clock.billing_day(billing::open_day(&mut conn).await?))
     }
 
-    /// Whose data the caller asks for: themselves when `user` is empty; anyone else only
-    /// with accounting.read_all.
+    /// Whose ledger the caller asks for: their own when `user` is empty; anyone else's
+    /// only with `accounting.read_all`.
     pub fn subject(caller: &Caller, user: &str) -> Result<Uuid, Error> {
         let id = if user.is_empty() {
             caller.id
         } else {
-            domain::parse_id("user_id", user)?
+            popug_errors::input::id("user_id", user)?
         };
         if id != caller.id && !caller.has(Permission::AccountingReadAll) {
             return Err(Error::PermissionDenied(
                 "requires permission accounting.read_all to see another user's accounts".into(),
             ));
         }
-        if id == caller.id
-            && !caller.has(Permission::AccountingReadOwn)
-            && !caller.has(Permission::AccountingReadAll)
-        {
-            return Err(Error::PermissionDenied(
-                "requires permission accounting.read_own".into(),
-            ));
-        }
         Ok(id)
     }
 
-    pub async fn balance(&self, user: Uuid) -> Result<(i64, Date), Error> {
+    /// A user's balance and today's billing day.
+    pub async fn balance(&self, user: Uuid) -> Result<(Cents, Date), Error> {
         let mut conn = self.pool.acquire().await?;
-        let balance = store::balance(&mut conn, user).await?;
-        let day = store::open_day(&mut conn).await?.max(self.today());
+        let balance = ledger::balance(&mut conn, user).await?.unwrap_or_default();
+        let day = self.clock.billing_day(billing::open_day(&mut conn).await?);
         Ok((balance, day))
     }
 
-    /// A page of a user's entries of one day; the token is the last entry id.
+    /// A page of a user's entries of one day (today's by default); the token is the last
+    /// entry id.
     pub async fn entries(
         &self,
         user: Uuid,
@@ -108,7 +103,7 @@ impl Accounting {
             None => self.current_day().await?,
         };
         let mut conn = self.pool.acquire().await?;
-        let rows = store::entries_page(&mut conn, user, day, after.unwrap_or(0), limit).await?;
+        let rows = ledger::entries_page(&mut conn, user, day, after.unwrap_or(0), limit).await?;
         let next = match rows.last() {
             Some(last) if rows.len() as i64 == limit => last.id.to_string(),
             _ => String::new(),
@@ -119,20 +114,23 @@ impl Accounting {
     /// Earnings of every day in `from ..= to` (zero for days without entries).
     pub async fn earnings(&self, from: Date, to: Date) -> Result<Vec<Earnings>, Error> {
         let mut conn = self.pool.acquire().await?;
-        let rows = store::fees_and_rewards(&mut conn, from, to).await?;
+        let mut totals = ledger::day_totals(&mut conn, from, to)
+            .await?
+            .into_iter()
+            .peekable();
         let mut out = Vec::new();
         let mut day = from;
-        let mut rows = rows.into_iter().peekable();
         while day <= to {
-            let (fees, rewards) = match rows.peek() {
-                Some((d, f, r)) if *d == day => {
-                    let found = (*f, *r);
-                    rows.next();
-                    found
-                }
-                _ => (0, 0),
+            let mut earnings = Earnings {
+                day,
+                fees: Cents::ZERO,
+                rewards: Cents::ZERO,
             };
-            out.push(Earnings { day, fees, rewards });
+            if let Some(t) = totals.next_if(|t| t.day == day) {
+                earnings.fees = t.fees;
+                earnings.rewards = t.rewards;
+            }
+            out.push(earnings);
             match day.next_day() {
                 Some(next) => day = next,
                 None => break,
@@ -148,12 +146,18 @@ impl Accounting {
         limit: i64,
     ) -> Result<(Vec<PayoutRow>, String), Error> {
         let mut conn = self.pool.acquire().await?;
-        let rows = store::payouts_page(&mut conn, user, before, limit).await?;
+        let rows = mails::payouts_page(&mut conn, user, before, limit).await?;
         let next = match rows.last() {
             Some(last) if rows.len() as i64 == limit => last.entry_id.to_string(),
             _ => String::new(),
         };
         Ok((rows, next))
+    }
+
+    /// The prices of the tasks among `ids` that Accounting has seen.
+    pub async fn prices(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Prices>, Error> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(tasks::prices(&mut conn, ids).await?)
     }
 
     /// Today's earnings and how many popugs are below zero.
@@ -166,18 +170,18 @@ impl Accounting {
             .next()
             .unwrap_or(Earnings {
                 day,
-                fees: 0,
-                rewards: 0,
+                fees: Cents::ZERO,
+                rewards: Cents::ZERO,
             });
         let mut conn = self.pool.acquire().await?;
-        let negative = store::negative_balances(&mut conn).await?;
+        let negative = ledger::negative_balances(&mut conn).await?;
         Ok((today, negative))
     }
 
     pub async fn most_expensive(&self, period: Period) -> Result<Option<EntryRow>, Error> {
         let (from, to) = period.range();
         let mut conn = self.pool.acquire().await?;
-        Ok(store::most_expensive(&mut conn, from, to).await?)
+        Ok(ledger::most_expensive(&mut conn, from, to).await?)
     }
 
     /// Closes every open billing day up to `day` (the open day when `None`), in one
@@ -185,90 +189,108 @@ impl Accounting {
     /// many replicas try. The first day closed pays out every positive balance.
     pub async fn close_day(&self, day: Option<Date>) -> Result<Closed, Error> {
         let mut tx = self.pool.begin().await?;
-        let open = store::lock_open_day(&mut tx).await?;
+        let open = billing::lock_open_day(&mut tx).await?;
+        let today = self.clock.today();
         // Empty: the open day, or today when today is closed already (then a no-op).
-        let day = day.unwrap_or_else(|| open.min(self.today()));
+        let day = day.unwrap_or_else(|| open.min(today));
         if day < open {
-            let record = store::closed_day(&mut tx, day).await?;
+            let record = billing::closed_day(&mut tx, day).await?;
             return Ok(Closed {
                 day,
                 closed_now: false,
                 payouts: record.as_ref().map_or(0, |r| r.payouts),
-                paid_cents: record.as_ref().map_or(0, |r| r.paid_cents),
+                paid: record.as_ref().map_or(Cents::ZERO, |r| r.paid),
             });
         }
-        if day > self.today() {
+        if day > today {
             return Err(Error::FailedPrecondition(format!(
                 "billing day {} has not begun",
-                domain::format_day(day)
+                format_day(day)
             )));
         }
         let mut closing = open;
-        let mut payouts = 0;
-        let mut paid_cents = 0;
+        let mut closed = Closed {
+            day,
+            closed_now: true,
+            payouts: 0,
+            paid: Cents::ZERO,
+        };
         let mut events = Vec::new();
         while closing <= day {
-            let paid = store::pay_out(&mut tx, closing).await?;
-            let total: i64 = paid.iter().map(|p| p.amount).sum();
-            let record =
-                store::record_closed_day(&mut tx, closing, paid.len() as i64, total).await?;
-            for p in &paid {
-                let entry = EntryRow {
-                    id: p.id,
-                    user_id: p.user_id,
-                    kind: "payout".into(),
-                    amount: -p.amount,
-                    task_id: None,
-                    jira_id: String::new(),
-                    title: String::new(),
-                    description: String::new(),
-                    billing_day: closing,
-                    created_at: p.created_at,
-                };
-                events.push(catalog::envelope(
-                    PRODUCER,
-                    &p.user_id.to_string(),
-                    &entry_applied(&entry, 0),
-                ));
-            }
-            events.push(catalog::envelope(
-                PRODUCER,
-                &domain::format_day(closing),
-                &pb::DayClosed {
-                    billing_day: domain::format_day(closing),
-                    payouts: record.payouts,
-                    paid_cents: record.paid_cents,
-                    closed_at: Some(timestamp(record.closed_at)),
-                },
-            ));
-            tracing::info!(day = %domain::format_day(closing), payouts = record.payouts, paid_cents = record.paid_cents, "billing day closed");
-            payouts += record.payouts;
-            paid_cents += record.paid_cents;
+            let record = self.close_one(&mut tx, closing, &mut events).await?;
+            closed.payouts += record.payouts;
+            closed.paid = closed.paid + record.paid;
             match closing.next_day() {
                 Some(next) => closing = next,
                 None => break,
             }
         }
-        store::set_open_day(&mut tx, closing).await?;
+        billing::set_open_day(&mut tx, closing).await?;
         for batch in events.chunks(500) {
             self.outbox.add_envelopes(&mut tx, batch).await?;
         }
         tx.commit().await?;
         self.outbox.notify();
-        Ok(Closed {
-            day,
-            closed_now: true,
-            payouts,
-            paid_cents,
-        })
+        Ok(closed)
+    }
+
+    /// Closes one day inside the close's transaction: pays out every positive balance
+    /// and records the day; its events go to `events`.
+    async fn close_one(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        day: Date,
+        events: &mut Vec<popug_eventbus::Envelope>,
+    ) -> Result<ClosedDay, Error> {
+        let payouts: Vec<(Uuid, Cents)> = billing::positive_balances(tx)
+            .await?
+            .into_iter()
+            .map(|(user, balance)| (user, EntryKind::Payout.entry_amount(balance)))
+            .collect();
+        let paid = billing::pay_out(tx, day, &payouts).await?;
+        let total: Cents = paid.iter().map(|p| p.amount.magnitude()).sum();
+        let record = billing::record_closed_day(tx, day, paid.len() as i64, total).await?;
+        for p in &paid {
+            let entry = EntryRow {
+                id: p.id,
+                user_id: p.user_id,
+                kind: EntryKind::Payout,
+                amount: p.amount,
+                task_id: None,
+                jira_id: String::new(),
+                title: String::new(),
+                description: String::new(),
+                billing_day: day,
+                created_at: p.created_at,
+            };
+            let applied = entry_applied(&entry, Cents::ZERO);
+            events.push(popug_eventbus::envelope(
+                PRODUCER,
+                &p.user_id.to_string(),
+                &applied,
+            ));
+        }
+        let closed = pb::DayClosed {
+            billing_day: format_day(day),
+            payouts: record.payouts,
+            paid_cents: record.paid.get(),
+            closed_at: Some(popug_grpc::timestamp(record.closed_at)),
+        };
+        events.push(popug_eventbus::envelope(
+            PRODUCER,
+            &format_day(day),
+            &closed,
+        ));
+        tracing::info!(day = %format_day(day), payouts = record.payouts, paid = %record.paid, "billing day closed");
+        Ok(record)
     }
 
     /// Closes every day before today that is still open (the scheduler's step).
     pub async fn close_due(&self) -> Result<Option<Closed>, Error> {
-        let yesterday = self.today().previous_day();
+        let yesterday = self.clock.today().previous_day();
         let open = {
             let mut conn = self.pool.acquire().await?;
-            store::open_day(&mut conn).await?
+            billing::open_day(&mut conn).await?
         };
         match yesterday {
             Some(day) if open <= day => self.close_day(Some(day)).await.map(Some),
@@ -286,7 +308,7 @@ impl Accounting {
         loop {
             match self.close_due().await {
                 Ok(Some(closed)) => {
-                    tracing::info!(day = %domain::format_day(closed.day), payouts = closed.payouts, "scheduled day close")
+                    tracing::info!(day = %format_day(closed.day), payouts = closed.payouts, "scheduled day close")
                 }
                 Ok(None) => {}
                 Err(error) => tracing::warn!(%error, "scheduled day close failed"),

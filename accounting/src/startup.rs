@@ -1,20 +1,17 @@
-//! Wiring: [`Application::build`] connects, migrates, binds and creates the three
-//! consumers; `run_until_stopped` serves gRPC and runs the outbox relay, the consumers,
-//! the day-close scheduler and the payout mailer until the shutdown future resolves.
+//! Wiring: [`Application`] connects, migrates, binds and creates the three consumers;
+//! running it serves gRPC and runs the outbox relay, the consumers, the day-close
+//! scheduler and the payout mailer until shutdown.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use popug_auth::{AuthLayer, HttpJwks, Verifier, VerifierConfig};
-use popug_eventbus::{Bus, Consumer, ConsumerConfig, Outbox, Relay, Topology};
+use popug_eventbus::{Bus, Consumer, ConsumerConfig, Outbox, Transactional};
 use popug_grpc::ServeOptions;
 use popug_proto::popug::accounting::v1::accounting_service_server::AccountingServiceServer;
 use popug_proto::popug::accounting::v1::price_service_server::PriceServiceServer;
 use popug_proto::popug::analytics::v1::analytics_service_server::AnalyticsServiceServer;
-use sqlx::PgPool;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use popug_service::{AccountBus, Built, Infra, Service, Shutdown, Workers};
+use sqlx::migrate::Migrator;
 
 use crate::api::Api;
 use crate::config::Settings;
@@ -25,108 +22,27 @@ use crate::events::{
 use crate::mailer::Mailer;
 use crate::service::Accounting;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The service's own migrations (the event bus brings its own).
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+type LedgerConsumer = Consumer<Transactional<Ledger>>;
 
 /// A built, bound, not yet running Accounting.
 pub struct Application {
     settings: Settings,
-    grpc: TcpListener,
+    built: Built,
     accounting: Arc<Accounting>,
     ledger: Ledger,
     mailer: Arc<Mailer>,
-    js: async_nats::jetstream::Context,
-    users: Consumer<Users>,
+    users: Consumer<Transactional<AccountBus<Users>>>,
     /// [`TASKS_CONSUMERS`] instances of the task consumer, sharing its durable name.
-    tasks: Vec<Consumer<Ledger>>,
-    reassigns: Consumer<Ledger>,
-}
-
-/// Connects to the database and applies every migration (the service's and the event
-/// bus's). Used by `build` and by `accounting migrate`.
-pub async fn connect_and_migrate(settings: &Settings) -> anyhow::Result<PgPool> {
-    let pool = popug_eventbus::schema::connect_and_migrate(
-        &settings.database_url,
-        settings.database_max_connections,
-        &MIGRATOR,
-    )
-    .await?;
-    Ok(pool)
+    tasks: Vec<LedgerConsumer>,
+    reassigns: LedgerConsumer,
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        settings.validate()?;
-        let pool = connect_and_migrate(&settings).await?;
-        let client = async_nats::connect(&settings.nats_url)
-            .await
-            .map_err(|e| anyhow::anyhow!("NATS unreachable at {}: {e}", settings.nats_url))?;
-        let js = async_nats::jetstream::new(client);
-        let topology = Topology::new(&settings.stream_prefix)?;
-        topology.ensure_streams(&js).await?;
-        let outbox = Outbox::new(topology.clone(), PRODUCER);
-
-        let ledger = Ledger {
-            outbox: outbox.clone(),
-            cutoff: settings.day_cutoff,
-        };
-        let bind = |name: &str, bus: Bus| ConsumerConfig::new(name, bus);
-        let users = Consumer::bind(
-            js.clone(),
-            pool.clone(),
-            topology.clone(),
-            bind(USERS_CONSUMER, Bus::Account),
-            Users,
-        )
-        .await?;
-        let mut tasks = Vec::with_capacity(TASKS_CONSUMERS);
-        for _ in 0..TASKS_CONSUMERS {
-            tasks.push(
-                Consumer::bind(
-                    js.clone(),
-                    pool.clone(),
-                    topology.clone(),
-                    ConsumerConfig {
-                        batch: TASKS_BATCH,
-                        ..bind(TASKS_CONSUMER, Bus::Task)
-                    },
-                    ledger.clone(),
-                )
-                .await?,
-            );
-        }
-        let reassigns = Consumer::bind(
-            js.clone(),
-            pool.clone(),
-            topology.clone(),
-            ConsumerConfig {
-                batch: REASSIGNS_BATCH,
-                ..bind(REASSIGNS_CONSUMER, Bus::Reassign)
-            },
-            ledger.clone(),
-        )
-        .await?;
-        let mailer = Arc::new(Mailer::new(pool.clone(), outbox.clone(), &settings)?);
-        let accounting = Arc::new(Accounting {
-            pool,
-            outbox,
-            cutoff: settings.day_cutoff,
-        });
-        let grpc = TcpListener::bind(settings.grpc_addr).await?;
-        Ok(Application {
-            settings,
-            grpc,
-            accounting,
-            ledger,
-            mailer,
-            js,
-            users,
-            tasks,
-            reassigns,
-        })
-    }
-
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.local_addr().unwrap_or(self.settings.grpc_addr)
+        self.built.grpc_addr()
     }
 
     /// The service state, for tests.
@@ -139,73 +55,107 @@ impl Application {
         self.ledger.clone()
     }
 
-    /// Serves until `shutdown` resolves; then stops accepting, drains and returns.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        tracing::info!(grpc = %self.grpc_addr(), "accounting serving");
-        let stop = CancellationToken::new();
-        let accounting = self.accounting;
+    async fn ledger_consumer(
+        infra: &Infra,
+        ledger: &Ledger,
+        name: &str,
+        bus: Bus,
+        batch: usize,
+    ) -> anyhow::Result<LedgerConsumer> {
+        let config = ConsumerConfig {
+            batch,
+            ..ConsumerConfig::new(name, bus)
+        };
+        let sink = Transactional::new(infra.pool.clone(), ledger.clone());
+        Ok(Consumer::bind(infra.js.clone(), infra.topology.clone(), config, sink).await?)
+    }
+}
 
-        let relay = Relay::new(accounting.pool.clone(), self.js, &accounting.outbox);
-        let mut workers = vec![
-            tokio::spawn(relay.run(stop.clone().cancelled_owned())),
-            tokio::spawn(self.users.run(stop.clone().cancelled_owned())),
-            tokio::spawn(self.reassigns.run(stop.clone().cancelled_owned())),
-            tokio::spawn(self.mailer.run(stop.clone().cancelled_owned())),
-        ];
-        for tasks in self.tasks {
-            workers.push(tokio::spawn(tasks.run(stop.clone().cancelled_owned())));
+impl Service for Application {
+    const NAME: &'static str = "accounting";
+    type Settings = Settings;
+    const MIGRATOR: Option<&'static Migrator> = Some(&MIGRATOR);
+
+    async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let built = Built::new(&settings, &MIGRATOR).await?;
+        let infra = &built.infra;
+        {
+            let mut conn = infra.pool.acquire().await?;
+            crate::store::billing::init_open_day(&mut conn, settings.clock.today()).await?;
         }
-        if let Some(interval) = self.settings.close_check_interval {
-            workers.push(tokio::spawn(
-                accounting
-                    .clone()
-                    .run_scheduler(interval, stop.clone().cancelled_owned()),
-            ));
+        let outbox = Outbox::new(infra.topology.clone(), PRODUCER);
+        let ledger = Ledger {
+            outbox: outbox.clone(),
+            clock: settings.clock,
+        };
+        let users = Consumer::bind(
+            infra.js.clone(),
+            infra.topology.clone(),
+            ConsumerConfig::new(USERS_CONSUMER, Bus::Account),
+            Transactional::new(infra.pool.clone(), AccountBus(Users)),
+        )
+        .await?;
+        let mut tasks = Vec::with_capacity(TASKS_CONSUMERS);
+        for _ in 0..TASKS_CONSUMERS {
+            let consumer =
+                Self::ledger_consumer(infra, &ledger, TASKS_CONSUMER, Bus::Task, TASKS_BATCH);
+            tasks.push(consumer.await?);
         }
-
-        let jwks = HttpJwks::new(&self.settings.jwks_url).map_err(|e| anyhow::anyhow!(e))?;
-        let verifier = Arc::new(Verifier::new(
-            VerifierConfig::new(&self.settings.issuer, &self.settings.audience),
-            Arc::new(jwks),
-        ));
-        // No public RPCs: every accounting call needs a token.
-        let auth = AuthLayer::new(verifier, []);
-
-        let api = Api(accounting.clone());
-        let routes = tonic::service::Routes::new(AccountingServiceServer::new(api.clone()))
-            .add_service(AnalyticsServiceServer::new(api))
-            .add_service(PriceServiceServer::new(crate::prices::Prices(
-                accounting.pool.clone(),
-            )));
-        let grpc = popug_grpc::serve(
-            self.grpc,
-            routes,
-            ServeOptions {
-                service_names: vec![
-                    "popug.accounting.v1.AccountingService",
-                    "popug.analytics.v1.AnalyticsService",
-                    "popug.accounting.v1.PriceService",
-                ],
-                file_descriptor_sets: vec![popug_proto::FILE_DESCRIPTOR_SET],
-                auth,
-            },
-            stop.clone().cancelled_owned(),
-        );
-
-        let trigger = stop.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            trigger.cancel();
+        let reassigns = Self::ledger_consumer(
+            infra,
+            &ledger,
+            REASSIGNS_CONSUMER,
+            Bus::Reassign,
+            REASSIGNS_BATCH,
+        )
+        .await?;
+        let mailer = Arc::new(Mailer::new(infra.pool.clone(), outbox.clone(), &settings)?);
+        let accounting = Arc::new(Accounting {
+            pool: infra.pool.clone(),
+            outbox,
+            clock: settings.clock,
         });
-        let served = grpc.await;
-        stop.cancel();
-        for worker in workers {
-            let _ = worker.await;
+        Ok(Application {
+            settings,
+            built,
+            accounting,
+            ledger,
+            mailer,
+            users,
+            tasks,
+            reassigns,
+        })
+    }
+
+    async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let accounting = self.accounting;
+        let mut workers = Workers::with_relay(shutdown, &self.built.infra, &accounting.outbox);
+        workers.spawn(USERS_CONSUMER, |stop| self.users.run(stop));
+        workers.spawn(REASSIGNS_CONSUMER, |stop| self.reassigns.run(stop));
+        for tasks in self.tasks {
+            workers.spawn(TASKS_CONSUMER, |stop| tasks.run(stop));
         }
-        served?;
-        Ok(())
+        workers.spawn("mailer", |stop| self.mailer.run(stop));
+        if let Some(interval) = self.settings.close_check_interval {
+            let scheduler = accounting.clone();
+            workers.spawn("day-close", |stop| scheduler.run_scheduler(interval, stop));
+        }
+
+        let api = Api(accounting);
+        let routes = tonic::service::Routes::new(AccountingServiceServer::new(api.clone()))
+            .add_service(AnalyticsServiceServer::new(api.clone()))
+            .add_service(PriceServiceServer::new(api));
+        let options = ServeOptions {
+            service_names: vec![
+                "popug.accounting.v1.AccountingService",
+                "popug.analytics.v1.AnalyticsService",
+                "popug.accounting.v1.PriceService",
+            ],
+            auth: popug_service::auth_layer(&self.settings.common.tokens)?,
+        };
+        let stopped = workers.stopped();
+        let served = popug_grpc::serve(self.built.grpc, routes, options, stopped).await;
+        workers.join().await;
+        Ok(served?)
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use popug_eventbus::{Bus, Topology};
 use popug_proto::popug::account::v1 as account_pb;
+use popug_service::{Config, DatabaseSettings, Service};
 use sqlx::{Connection, PgConnection};
 use tonic::Request;
 use tonic::transport::Channel;
@@ -25,9 +26,7 @@ use tonic::transport::Channel;
 /// First argument that turns a bench binary into a TaskKeeper server (the child).
 pub const SERVE_TASKKEEPER: &str = "--serve-taskkeeper";
 
-pub const ISSUER: &str = "popug-bench";
-pub const AUDIENCE: &str = "popug-bench";
-const ADMIN_PASSWORD: &str = "bench-admin-password";
+pub use popug_mesh::{ADMIN_PASSWORD, AUDIENCE, ISSUER};
 
 pub fn pg_admin_url() -> String {
     std::env::var("POPUG_BENCH_PG_URL")
@@ -63,7 +62,7 @@ fn serve_taskkeeper() -> anyhow::Result<()> {
     runtime.block_on(async {
         let _telemetry = popug_telemetry::init("taskkeeper");
         let settings = taskkeeper::Settings::from_env()?;
-        let app = taskkeeper::Application::build(settings).await?;
+        let app = <taskkeeper::Application as Service>::build(settings).await?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
             let mut sink = [0u8; 64];
@@ -71,9 +70,9 @@ fn serve_taskkeeper() -> anyhow::Result<()> {
             while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
             let _ = tx.send(());
         });
-        app.run_until_stopped(async move {
+        app.run_until_stopped(Box::pin(async move {
             let _ = rx.await;
-        })
+        }))
         .await
     })
 }
@@ -194,33 +193,18 @@ impl Bench {
     /// Starts Account in-process (it signs the token and serves the JWKS) and returns an
     /// admin access token valid for an hour.
     pub async fn start_account(&mut self) -> anyhow::Result<String> {
-        let settings = account::Settings {
-            grpc_addr: ([127, 0, 0, 1], 0).into(),
-            http_addr: ([127, 0, 0, 1], 0).into(),
-            database_url: self.database("account").await?,
-            database_max_connections: 4,
-            nats_url: nats_url(),
-            stream_prefix: self.prefix.clone(),
-            issuer: ISSUER.into(),
-            audience: AUDIENCE.into(),
-            access_ttl: Duration::from_secs(3600),
-            refresh_ttl: Duration::from_secs(3600),
-            bootstrap_admin: Some(account::config::BootstrapAdmin {
-                username: "admin".into(),
-                password: ADMIN_PASSWORD.into(),
-                email: "admin@bench.example".into(),
-            }),
-            signing_key_file: None,
-            key_reload_interval: Duration::from_secs(3600),
-        };
+        let mut settings =
+            popug_mesh::account_settings(self.database("account").await?, &self.prefix);
+        settings.access_ttl = Duration::from_secs(3600);
+        settings.refresh_ttl = Duration::from_secs(7200);
         let app = account::Application::build(settings).await?;
         let grpc = app.grpc_addr();
         self.jwks_url = format!("http://{}/.well-known/jwks.json", app.http_addr());
         self.account_grpc = Some(grpc);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(app.run_until_stopped(async move {
+        tokio::spawn(app.run_until_stopped(Box::pin(async move {
             let _ = stopped.await;
-        }));
+        })));
         self.stops.push(stop);
         let channel = connect(grpc).await?;
         let tokens = account_pb::auth_service_client::AuthServiceClient::new(channel)
@@ -241,17 +225,11 @@ impl Bench {
         database_url: &str,
         chunk_size: usize,
     ) -> taskkeeper::Settings {
-        taskkeeper::Settings {
-            grpc_addr: ([127, 0, 0, 1], 0).into(),
-            database_url: database_url.to_owned(),
-            database_max_connections: 16,
-            nats_url: nats_url(),
-            stream_prefix: self.prefix.clone(),
-            issuer: ISSUER.into(),
-            audience: AUDIENCE.into(),
-            jwks_url: self.jwks_url.clone(),
-            reassign_chunk_size: chunk_size,
-        }
+        let mut settings =
+            popug_mesh::taskkeeper_settings(database_url.to_owned(), &self.prefix, &self.jwks_url);
+        settings.common.database.max_connections = 16;
+        settings.reassign_chunk_size = chunk_size;
+        settings
     }
 
     /// Starts TaskKeeper as a child process with `settings` (passed as `TASKKEEPER__*`,
@@ -268,20 +246,21 @@ impl Bench {
         let grpc = SocketAddr::from(([127, 0, 0, 1], port));
         let log = format!("/tmp/popug-bench-{}-taskkeeper.log", self.prefix);
         let out = std::fs::File::create(&log)?;
+        let common = &settings.common;
         let mut command = Command::new(std::env::current_exe()?);
         command
             .arg(SERVE_TASKKEEPER)
             .env("TASKKEEPER__GRPC_ADDR", grpc.to_string())
-            .env("TASKKEEPER__DATABASE_URL", &settings.database_url)
+            .env("TASKKEEPER__DATABASE_URL", &common.database.url)
             .env(
                 "TASKKEEPER__DATABASE_MAX_CONNECTIONS",
-                settings.database_max_connections.to_string(),
+                common.database.max_connections.to_string(),
             )
-            .env("TASKKEEPER__NATS_URL", &settings.nats_url)
-            .env("TASKKEEPER__STREAM_PREFIX", &settings.stream_prefix)
-            .env("TASKKEEPER__ISSUER", &settings.issuer)
-            .env("TASKKEEPER__AUDIENCE", &settings.audience)
-            .env("TASKKEEPER__JWKS_URL", &settings.jwks_url)
+            .env("TASKKEEPER__NATS_URL", &common.bus.nats_url)
+            .env("TASKKEEPER__STREAM_PREFIX", &common.bus.stream_prefix)
+            .env("TASKKEEPER__ISSUER", &common.tokens.issuer)
+            .env("TASKKEEPER__AUDIENCE", &common.tokens.audience)
+            .env("TASKKEEPER__JWKS_URL", &common.tokens.jwks_url)
             .env(
                 "TASKKEEPER__REASSIGN_CHUNK_SIZE",
                 settings.reassign_chunk_size.to_string(),
@@ -310,6 +289,21 @@ impl Bench {
         Ok(self
             .taskkeeper
             .insert(TaskKeeperProcess { child, grpc, log }))
+    }
+
+    /// A new database of this run, migrated with `migrator` (and the event bus's tables),
+    /// and a pool of `connections` to it.
+    pub async fn migrated_database(
+        &mut self,
+        role: &str,
+        migrator: &sqlx::migrate::Migrator,
+        connections: u32,
+    ) -> anyhow::Result<sqlx::PgPool> {
+        let settings = DatabaseSettings {
+            max_connections: connections,
+            ..DatabaseSettings::new(self.database(role).await?)
+        };
+        popug_service::connect::database(&settings, migrator).await
     }
 
     /// Messages currently in `bus`'s stream.
@@ -365,6 +359,32 @@ impl Bench {
     }
 }
 
+/// The `main` of a benchmark binary: the TaskKeeper child when re-executed as one,
+/// otherwise the command line read into a configuration by `config` and handed to `body`
+/// (see [`run`]).
+pub fn main<C>(
+    config: impl FnOnce(&Args) -> anyhow::Result<C>,
+    body: impl AsyncFnOnce(&mut Bench, C) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    maybe_serve_taskkeeper();
+    let config = config(&Args::from_env())?;
+    run(async |bench| body(bench, config).await)
+}
+
+/// A multi-threaded runtime, a fresh [`Bench`] for `body`,
+/// and the cleanup of everything it created, whatever `body` returned.
+pub fn run(body: impl AsyncFnOnce(&mut Bench) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let mut bench = Bench::new().await?;
+            let result = body(&mut bench).await;
+            bench.cleanup().await;
+            result
+        })
+}
+
 /// A gRPC channel to `addr`.
 pub async fn connect(addr: SocketAddr) -> anyhow::Result<Channel> {
     Ok(Channel::from_shared(format!("http://{addr}"))?
@@ -379,6 +399,22 @@ pub fn with_token<T>(token: &str, message: T) -> anyhow::Result<Request<T>> {
         .metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
     Ok(request)
+}
+
+/// Migrates TaskKeeper's database of `settings` (before TaskKeeper starts, so its memory
+/// is only its own work), seeds `users` assignable users and returns a connection to it.
+pub async fn prepare_taskkeeper_db(
+    settings: &taskkeeper::Settings,
+    users: i64,
+) -> anyhow::Result<PgConnection> {
+    let database = &settings.common.database;
+    popug_service::connect::database(database, &taskkeeper::startup::MIGRATOR)
+        .await?
+        .close()
+        .await;
+    let mut conn = PgConnection::connect(&database.url).await?;
+    seed_users(&mut conn, users).await?;
+    Ok(conn)
 }
 
 /// Inserts `users` assignable workers straight into TaskKeeper's `users` table, as its

@@ -150,6 +150,10 @@ impl Cache {
     /// Forgets `keys` (event-driven invalidation). Errors are returned so the caller can
     /// retry the event.
     pub async fn delete(&self, keys: &[String]) -> Result<(), String> {
+        if self.client.is_none() {
+            // Caching is off: nothing can be stale.
+            return Ok(());
+        }
         let Some(mut conn) = self.connection().await else {
             return Err("Redis unavailable".into());
         };

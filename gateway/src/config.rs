@@ -3,8 +3,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
+
+use popug_service::{BusSettings, Config, ConfigError, Env, TokenSettings};
+
+const ENV: Env = Env::new("GATEWAY");
 
 /// Everything the gateway needs to start.
 #[derive(Debug, Clone)]
@@ -15,10 +18,10 @@ pub struct Settings {
     pub account_url: String,
     pub taskkeeper_url: String,
     pub accounting_url: String,
-    /// Account's JWKS.
-    pub jwks_url: String,
-    pub issuer: String,
-    pub audience: String,
+    /// Whose tokens are accepted, and Account's JWKS.
+    pub tokens: TokenSettings,
+    /// NATS, for the account events that invalidate the cache.
+    pub bus: BusSettings,
     /// Deadline given to calls that bring none, and the cap on those that do.
     pub default_timeout: Duration,
     /// How long connecting to an upstream may take before the call fails UNAVAILABLE.
@@ -37,78 +40,52 @@ pub struct Settings {
     pub cache_prefix: String,
     /// Backstop lifetime of cached entries (events invalidate them sooner).
     pub cache_ttl: Duration,
-    /// NATS, for the events that invalidate the cache.
-    pub nats_url: String,
-    /// Prefix of the streams (as the services use).
-    pub stream_prefix: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(String);
-
-fn var<T: FromStr>(name: &str, default: T) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(format!("GATEWAY__{name}")) {
-        Ok(raw) => raw
-            .parse()
-            .map_err(|e| ConfigError(format!("GATEWAY__{name}={raw:?}: {e}"))),
-        Err(_) => Ok(default),
-    }
-}
-
-impl Settings {
+impl Config for Settings {
     /// Defaults for a local run, overridden by `GATEWAY__<NAME>` variables.
-    pub fn from_env() -> Result<Settings, ConfigError> {
-        let settings = Settings {
-            listen_addr: var("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
-            account_url: var("ACCOUNT_URL", "http://127.0.0.1:50051".to_owned())?,
-            taskkeeper_url: var("TASKKEEPER_URL", "http://127.0.0.1:50052".to_owned())?,
-            accounting_url: var("ACCOUNTING_URL", "http://127.0.0.1:50053".to_owned())?,
-            jwks_url: var(
-                "JWKS_URL",
-                "http://127.0.0.1:8081/.well-known/jwks.json".to_owned(),
-            )?,
-            issuer: var("ISSUER", "popugjira-account".to_owned())?,
-            audience: var("AUDIENCE", "popugjira".to_owned())?,
-            default_timeout: Duration::from_millis(var("DEFAULT_TIMEOUT_MS", 10_000)?),
-            connect_timeout: Duration::from_millis(var("CONNECT_TIMEOUT_MS", 1_000)?),
-            max_message_bytes: var("MAX_MESSAGE_BYTES", 4 * 1024 * 1024)?,
-            rate_limit_per_sec: var("RATE_LIMIT_PER_SEC", 200.0)?,
-            rate_limit_burst: var("RATE_LIMIT_BURST", 400.0)?,
-            web_dir: var("WEB_DIR", PathBuf::from("web/dist"))?,
-            redis_url: Some(var("REDIS_URL", "redis://127.0.0.1:6379".to_owned())?)
-                .filter(|url| !url.is_empty()),
-            cache_prefix: var("CACHE_PREFIX", "popug:gw:".to_owned())?,
-            cache_ttl: Duration::from_secs(var("CACHE_TTL_SECS", 300)?),
-            nats_url: var("NATS_URL", "nats://127.0.0.1:4222".to_owned())?,
-            stream_prefix: var("STREAM_PREFIX", String::new())?,
+    fn from_env() -> Result<Settings, ConfigError> {
+        // Unset is the local Redis; set but empty turns the cache off.
+        let redis_url = match std::env::var(ENV.name("REDIS_URL")) {
+            Ok(url) => Some(url).filter(|url| !url.is_empty()),
+            Err(_) => Some("redis://127.0.0.1:6379".to_owned()),
         };
-        settings.validate()?;
-        Ok(settings)
+        Ok(Settings {
+            listen_addr: ENV.var("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            account_url: ENV.string("ACCOUNT_URL", "http://127.0.0.1:50051"),
+            taskkeeper_url: ENV.string("TASKKEEPER_URL", "http://127.0.0.1:50052"),
+            accounting_url: ENV.string("ACCOUNTING_URL", "http://127.0.0.1:50053"),
+            tokens: TokenSettings::from_env(&ENV)?,
+            bus: BusSettings::from_env(&ENV)?,
+            default_timeout: ENV.millis("DEFAULT_TIMEOUT_MS", 10_000)?,
+            connect_timeout: ENV.millis("CONNECT_TIMEOUT_MS", 1_000)?,
+            max_message_bytes: ENV.var("MAX_MESSAGE_BYTES", 4 * 1024 * 1024)?,
+            rate_limit_per_sec: ENV.var("RATE_LIMIT_PER_SEC", 200.0)?,
+            rate_limit_burst: ENV.var("RATE_LIMIT_BURST", 400.0)?,
+            web_dir: ENV.var("WEB_DIR", PathBuf::from("web/dist"))?,
+            redis_url,
+            cache_prefix: ENV.string("CACHE_PREFIX", "popug:gw:"),
+            cache_ttl: ENV.secs("CACHE_TTL_SECS", 300)?,
+        })
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         for (name, url) in [
             ("ACCOUNT_URL", &self.account_url),
             ("TASKKEEPER_URL", &self.taskkeeper_url),
             ("ACCOUNTING_URL", &self.accounting_url),
-            ("JWKS_URL", &self.jwks_url),
         ] {
             if !url.starts_with("http://") {
-                return Err(ConfigError(format!(
-                    "GATEWAY__{name} must be an http:// URL"
-                )));
+                return Err(ENV.invalid(name, "must be an http:// URL"));
             }
         }
         if self.default_timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(ConfigError("timeouts must be positive".into()));
+            return Err(ENV.invalid("DEFAULT_TIMEOUT_MS", "timeouts must be positive"));
         }
         if self.rate_limit_per_sec < 0.0 || self.rate_limit_burst < 1.0 {
-            return Err(ConfigError(
-                "rate limit must be >= 0 with a burst >= 1".into(),
+            return Err(ENV.invalid(
+                "RATE_LIMIT_PER_SEC",
+                "the rate limit must be >= 0 with a burst >= 1",
             ));
         }
         Ok(())

@@ -5,10 +5,11 @@
 //! (deny by default), authenticated with Account's JWKS, rate limited per caller, and
 //! forwarded unchanged to the service that owns it.
 //!
+//! The access decision itself is `popug_auth::PolicyTable::admit`, the same code every
+//! service runs in front of its RPCs.
+//!
 //! - [`config`] — settings from `GATEWAY__*`
-//! - [`startup`] — `Application::build` / `run_until_stopped`, health and reflection
-//! - [`policy`] — the policy table read from the descriptors
-//! - [`authn`] — token verification with a cache of verified tokens
+//! - [`startup`] — [`Application`]: build, run until stopped, health and reflection
 //! - [`ratelimit`] — a token bucket per caller
 //! - [`proxy`] — generic forwarding with deadlines
 //! - [`board`] — `BoardService`: answers composed from several services in parallel
@@ -16,12 +17,10 @@
 //! - [`invalidate`] — account events drop cached profiles
 //! - [`web`] — static files and `/metrics` beside the proxy
 
-pub mod authn;
 pub mod board;
 pub mod cache;
 pub mod config;
 pub mod invalidate;
-pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
 pub mod startup;

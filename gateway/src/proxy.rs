@@ -13,10 +13,8 @@ use tonic::Status;
 use tonic::transport::Channel;
 use tower::{Service, ServiceExt};
 
-use popug_auth::Caller;
+use popug_auth::{Authenticator, Caller, PolicyTable};
 
-use crate::authn::Authenticator;
-use crate::policy::{Access, PolicyTable};
 use crate::ratelimit::RateLimiter;
 
 /// One upstream service and the packages it serves.
@@ -29,7 +27,7 @@ pub struct Upstream {
 
 /// Everything the proxy decides with.
 pub struct ProxyState {
-    pub policies: PolicyTable,
+    pub policies: &'static PolicyTable,
     pub auth: Arc<Authenticator>,
     pub limiter: RateLimiter,
     pub upstreams: Vec<Upstream>,
@@ -76,46 +74,23 @@ pub(crate) fn refused(status: Status) -> Status {
 }
 
 impl ProxyState {
-    /// The policy check, authentication and rate limit of one call to `path`; the
-    /// verified caller unless the RPC is public. Used for proxied and composed calls alike.
+    /// The policy check (the same [`PolicyTable::admit`] every service makes) and the
+    /// rate limit of one call to `path`; the verified caller unless the RPC is public.
+    /// Used for proxied and composed calls alike.
     pub async fn admit(
         &self,
         path: &str,
         headers: &http::HeaderMap,
         peer: Option<std::net::SocketAddr>,
     ) -> Result<Option<Caller>, Status> {
-        let access = match self.policies.get(path) {
-            None => {
-                return Err(refused(Status::unimplemented(format!(
-                    "unknown method {path}"
-                ))));
-            }
-            Some(None) => {
-                return Err(refused(Status::permission_denied(
-                    "no access policy is declared for this RPC",
-                )));
-            }
-            Some(Some(access)) => access,
-        };
-        let (caller, limit_key) = if *access == Access::Public {
-            let key = peer.map_or_else(|| "anonymous".to_owned(), |addr| addr.ip().to_string());
-            (None, key)
-        } else {
-            let caller = self.auth.authenticate(headers).await.map_err(refused)?;
-            if !access.allows(&caller) {
-                return Err(refused(Status::permission_denied(match access {
-                    Access::AnyPermission(p) => format!(
-                        "requires permission {}",
-                        p.iter()
-                            .map(|p| p.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" or ")
-                    ),
-                    _ => "not allowed".to_owned(),
-                })));
-            }
-            let key = caller.id.to_string();
-            (Some(caller), key)
+        let caller = self
+            .policies
+            .admit(path, headers, &self.auth)
+            .await
+            .map_err(refused)?;
+        let limit_key = match &caller {
+            Some(caller) => caller.id.to_string(),
+            None => peer.map_or_else(|| "anonymous".to_owned(), |addr| addr.ip().to_string()),
         };
         if !self.limiter.allow(&limit_key) {
             return Err(refused(Status::resource_exhausted(

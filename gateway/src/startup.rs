@@ -1,13 +1,15 @@
-//! Wiring: [`Application::build`] reads the policies, prepares the upstream channels and
-//! binds the one public port; `run_until_stopped` serves gRPC, grpc-web and the web UI
-//! until the shutdown future resolves.
+//! Wiring: [`Application`] reads the policies, prepares the upstream channels and binds
+//! the one public port; running it serves gRPC, grpc-web and the web UI, watches the
+//! upstreams' health and runs the cache invalidation until shutdown. Also the gateway's
+//! own command, `policy-table`.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use popug_auth::{HttpJwks, Verifier, VerifierConfig};
+use popug_auth::{Authenticator, HttpJwks, PolicyTable, Verifier, VerifierConfig};
+use popug_service::{Config, Service, Shutdown, Workers};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
@@ -19,14 +21,11 @@ use tonic_health::server::HealthReporter;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
-use popug_eventbus::Topology;
 use popug_proto::popug::gateway::v1::board_service_server::BoardServiceServer;
 
-use crate::authn::Authenticator;
 use crate::board::Board;
 use crate::cache::Cache;
 use crate::config::Settings;
-use crate::policy::PolicyTable;
 use crate::proxy::{Proxy, ProxyState, Upstream};
 use crate::ratelimit::RateLimiter;
 
@@ -47,11 +46,40 @@ fn channel(url: &str, settings: &Settings) -> anyhow::Result<Channel> {
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let policies = PolicyTable::from_descriptors(popug_proto::FILE_DESCRIPTOR_SET)?;
-        let jwks = HttpJwks::new(&settings.jwks_url).map_err(anyhow::Error::msg)?;
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.settings.listen_addr)
+    }
+
+    /// The cache, for tests and metrics.
+    pub fn cache(&self) -> Arc<Cache> {
+        self.cache.clone()
+    }
+}
+
+impl Service for Application {
+    const NAME: &'static str = "gateway";
+    const COMMANDS: &'static [&'static str] = &["policy-table"];
+    type Settings = Settings;
+
+    async fn command(_: Settings, args: &[&str]) -> Option<anyhow::Result<()>> {
+        match args {
+            ["policy-table"] => Some(
+                PolicyTable::popug()
+                    .map(|table| print!("{}", table.markdown()))
+                    .map_err(Into::into),
+            ),
+            _ => None,
+        }
+    }
+
+    async fn build(settings: Settings) -> anyhow::Result<Application> {
+        settings.validate()?;
+        let policies = PolicyTable::popug()?;
+        let jwks = HttpJwks::new(&settings.tokens.jwks_url).map_err(anyhow::Error::msg)?;
         let verifier = Verifier::new(
-            VerifierConfig::new(&settings.issuer, &settings.audience),
+            VerifierConfig::new(&settings.tokens.issuer, &settings.tokens.audience),
             Arc::new(jwks),
         );
         let upstreams = vec![
@@ -93,29 +121,18 @@ impl Application {
         })
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.settings.listen_addr)
-    }
-
-    /// The cache, for tests and metrics.
-    pub fn cache(&self) -> Arc<Cache> {
-        self.cache.clone()
-    }
-
     /// Serves until `shutdown` resolves, then drains in-flight calls.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        let watcher = tokio::spawn(watch_upstreams(self.proxy.clone(), health.clone()));
-        let invalidator = tokio::spawn(crate::invalidate::run(
-            self.settings.nats_url.clone(),
-            Topology::new(&self.settings.stream_prefix)?,
-            self.cache.clone(),
-        ));
+        let mut workers = Workers::new(shutdown);
+        let proxy = self.proxy.clone();
+        workers.spawn("upstream-health", |stop| {
+            watch_upstreams(proxy, health.clone(), stop)
+        });
+        let (bus, cache) = (self.settings.bus.clone(), self.cache.clone());
+        workers.spawn(crate::invalidate::CONSUMER, |stop| {
+            crate::invalidate::run(bus, cache, stop)
+        });
 
         let mut reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(popug_proto::FILE_DESCRIPTOR_SET)
@@ -188,11 +205,10 @@ impl Application {
                 // tonic binds itself. Without it, a response written in two pieces waits for
                 // the peer's delayed ACK (~40 ms).
                 TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-                shutdown,
+                workers.stopped(),
             )
             .await;
-        watcher.abort();
-        invalidator.abort();
+        workers.join().await;
         Ok(result?)
     }
 }
@@ -205,7 +221,12 @@ fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
 
 /// Reports, per public service, what its upstream's own health check says: the gateway's
 /// health answers for the whole mesh. The gateway itself ("") is SERVING while it runs.
-async fn watch_upstreams(proxy: Arc<ProxyState>, health: HealthReporter) {
+async fn watch_upstreams(
+    proxy: Arc<ProxyState>,
+    health: HealthReporter,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
     health.set_service_status("", ServingStatus::Serving).await;
     let services: Vec<String> = proxy.policies.services().map(str::to_owned).collect();
     loop {
@@ -221,7 +242,10 @@ async fn watch_upstreams(proxy: Arc<ProxyState>, health: HealthReporter) {
             };
             health.set_service_status(service, status).await;
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
     }
 }
 

@@ -9,47 +9,35 @@
 //! - [`popug::gateway::v1`] — answers the gateway composes from several services
 //! - [`popug::events::v1`] — the event envelope and dead letters
 //! - [`popug::authz::v1`] — the per-RPC access policy option
+//!
+//! Beside the generated code, what every producer and consumer must agree on:
+//! - [`catalog`] — the (name, version) each event message travels under
+//! - [`upcast`] — every version of an event read as the current one
+//! - [`jira`] — the shape of a Jira id (v1 task titles carried it)
 
-#![allow(clippy::all, clippy::pedantic)]
+pub mod catalog;
+pub mod jira;
+pub mod upcast;
 
-/// Generated modules, one per protobuf package.
-pub mod popug {
-    pub mod accounting {
-        pub mod v1 {
-            tonic::include_proto!("popug.accounting.v1");
+/// `popug::<area>::v1`, the code generated for package `popug.<area>.v1`.
+macro_rules! packages {
+    ($($area:ident),* $(,)?) => {
+        /// Generated modules, one per protobuf package.
+        #[allow(clippy::all, clippy::pedantic)]
+        pub mod popug {
+            $(pub mod $area {
+                pub mod v1 {
+                    // What `tonic::include_proto!` does, with the package name built here.
+                    include!(concat!(env!("OUT_DIR"), "/popug.", stringify!($area), ".v1.rs"));
+                }
+            })*
         }
-    }
-    pub mod analytics {
-        pub mod v1 {
-            tonic::include_proto!("popug.analytics.v1");
-        }
-    }
-    pub mod account {
-        pub mod v1 {
-            tonic::include_proto!("popug.account.v1");
-        }
-    }
-    pub mod authz {
-        pub mod v1 {
-            tonic::include_proto!("popug.authz.v1");
-        }
-    }
-    pub mod tasks {
-        pub mod v1 {
-            tonic::include_proto!("popug.tasks.v1");
-        }
-    }
-    pub mod gateway {
-        pub mod v1 {
-            tonic::include_proto!("popug.gateway.v1");
-        }
-    }
-    pub mod events {
-        pub mod v1 {
-            tonic::include_proto!("popug.events.v1");
-        }
-    }
+    };
 }
+
+packages!(
+    account, accounting, analytics, authz, events, gateway, tasks
+);
 
 /// Every PopugJira file descriptor (and its imports), for server reflection and for
 /// reading the access-policy options at start.

@@ -1,16 +1,38 @@
-//! The gRPC surface: parse the request, call [`Tasks`], map the answer. Thin on purpose;
-//! the rules live in `service.rs`.
+//! The gRPC surface: parse the request, call [`Tasks`], map the answer. Thin on purpose:
+//! who may call each RPC is decided before it (the policy in `proto/`), the rules live in
+//! `service.rs`.
 
 use std::sync::Arc;
 
 use pb::task_service_server::TaskService;
-use popug_auth::{Permission, caller};
+use popug_auth::caller;
 use popug_proto::popug::tasks::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::domain::{self, NewTask, parse_id};
+use crate::domain::{self, NewTask};
 use crate::error::Error;
 use crate::service::{ListFilter, Tasks};
+use crate::store::TaskRow;
+use popug_errors::input;
+
+fn task(row: &TaskRow) -> pb::Task {
+    let status = match row.status {
+        domain::Status::Open => pb::TaskStatus::Open,
+        domain::Status::Done => pb::TaskStatus::Done,
+    };
+    pb::Task {
+        id: row.id.to_string(),
+        public_id: row.public_id.to_string(),
+        title: row.title.clone(),
+        jira_id: row.jira_id.clone(),
+        description: row.description.clone(),
+        assignee_id: row.assignee_id.to_string(),
+        status: status as i32,
+        sequence: row.sequence,
+        created_at: Some(popug_grpc::timestamp(row.created_at)),
+        completed_at: row.completed_at.map(popug_grpc::timestamp),
+    }
+}
 
 /// The task service over one [`Tasks`].
 #[derive(Clone)]
@@ -23,12 +45,11 @@ impl TaskService for Api {
         &self,
         request: Request<pb::CreateTaskRequest>,
     ) -> Result<Response<pb::CreateTaskResponse>, Status> {
-        caller(&request)?.require(Permission::TasksCreate)?;
         let r = request.get_ref();
         let new = NewTask::parse(&r.title, &r.jira_id, &r.description)?;
-        let task = self.0.create(new).await?;
+        let row = self.0.create(new).await?;
         Ok(Response::new(pb::CreateTaskResponse {
-            task: Some(task.to_proto()),
+            task: Some(task(&row)),
         }))
     }
 
@@ -38,10 +59,10 @@ impl TaskService for Api {
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::GetTaskResponse>, Status> {
         let caller = caller(&request)?;
-        let id = parse_id("id", &request.get_ref().id)?;
-        let task = self.0.get(caller, id).await?;
+        let id = input::id("id", &request.get_ref().id)?;
+        let row = self.0.get(caller, id).await?;
         Ok(Response::new(pb::GetTaskResponse {
-            task: Some(task.to_proto()),
+            task: Some(task(&row)),
         }))
     }
 
@@ -52,8 +73,8 @@ impl TaskService for Api {
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
         let caller = caller(&request)?;
         let r = request.get_ref();
-        let limit = domain::parse_page_size(r.page_size)?;
-        let after = domain::parse_page_token(&r.page_token)?;
+        let limit = input::page_size(r.page_size)?;
+        let after = input::page_token(&r.page_token)?.unwrap_or(0);
         let status = match pb::TaskStatus::try_from(r.status) {
             Ok(pb::TaskStatus::Unspecified) => None,
             Ok(pb::TaskStatus::Open) => Some(domain::Status::Open),
@@ -63,14 +84,14 @@ impl TaskService for Api {
         let assignee = if r.assignee_id.is_empty() {
             None
         } else {
-            Some(parse_id("assignee_id", &r.assignee_id)?)
+            Some(input::id("assignee_id", &r.assignee_id)?)
         };
         let (rows, next_page_token) = self
             .0
             .list(caller, ListFilter { status, assignee }, after, limit)
             .await?;
         Ok(Response::new(pb::ListTasksResponse {
-            tasks: rows.iter().map(|t| t.to_proto()).collect(),
+            tasks: rows.iter().map(task).collect(),
             next_page_token,
         }))
     }
@@ -81,20 +102,18 @@ impl TaskService for Api {
         request: Request<pb::CompleteTaskRequest>,
     ) -> Result<Response<pb::CompleteTaskResponse>, Status> {
         let caller = caller(&request)?;
-        caller.require(Permission::TasksComplete)?;
-        let id = parse_id("id", &request.get_ref().id)?;
-        let task = self.0.complete(caller, id).await?;
+        let id = input::id("id", &request.get_ref().id)?;
+        let row = self.0.complete(caller, id).await?;
         Ok(Response::new(pb::CompleteTaskResponse {
-            task: Some(task.to_proto()),
+            task: Some(task(&row)),
         }))
     }
 
     #[tracing::instrument(skip_all)]
     async fn reassign_open_tasks(
         &self,
-        request: Request<pb::ReassignOpenTasksRequest>,
+        _: Request<pb::ReassignOpenTasksRequest>,
     ) -> Result<Response<pb::ReassignOpenTasksResponse>, Status> {
-        caller(&request)?.require(Permission::TasksReassign)?;
         let done = self.0.reassign().await?;
         Ok(Response::new(pb::ReassignOpenTasksResponse {
             reassigned: done.count,

@@ -56,7 +56,7 @@ impl JiraId {
         if raw.is_empty() {
             return Ok(None);
         }
-        if raw.len() <= 64 && popug_eventbus::upcast::is_jira_id(raw) {
+        if raw.len() <= 64 && popug_proto::jira::is_jira_id(raw) {
             Ok(Some(JiraId(raw.to_owned())))
         } else {
             Err(Error::invalid(
@@ -109,14 +109,16 @@ impl NewTask {
     }
 }
 
-/// A task's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A task's status, stored by name (`open`, `done`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum Status {
     Open,
     Done,
 }
 
 impl Status {
+    /// The name events carry.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Open => "open",
@@ -125,40 +127,10 @@ impl Status {
     }
 }
 
-pub fn parse_id(field: &'static str, raw: &str) -> Result<uuid::Uuid, Error> {
-    uuid::Uuid::parse_str(raw).map_err(|_| Error::invalid(field, "must be a UUID"))
-}
-
-/// Rows per page: 0 means 50, otherwise 1..=500.
-pub fn parse_page_size(raw: i32) -> Result<i64, Error> {
-    match raw {
-        0 => Ok(50),
-        1..=500 => Ok(i64::from(raw)),
-        _ => Err(Error::invalid("page_size", "must be between 1 and 500")),
-    }
-}
-
-/// The last `public_id` of the previous page; empty means the first page.
-pub fn parse_page_token(raw: &str) -> Result<i64, Error> {
-    if raw.is_empty() {
-        return Ok(0);
-    }
-    raw.parse::<i64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| Error::invalid("page_token", "is not a token this service issued"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn field_of<T: std::fmt::Debug>(result: Result<T, Error>) -> &'static str {
-        match result {
-            Err(Error::Invalid { field, .. }) => field,
-            other => panic!("expected a field error, got {other:?}"),
-        }
-    }
+    use popug_errors::field_of;
 
     #[test]
     fn titles() {
@@ -187,17 +159,12 @@ mod tests {
     }
 
     #[test]
-    fn descriptions_and_pages() {
+    fn descriptions() {
         assert!(Description::parse("").is_ok());
         assert!(Description::parse(&"x".repeat(10_000)).is_ok());
         assert_eq!(
             field_of(Description::parse(&"x".repeat(10_001))),
             "description"
         );
-        assert_eq!(parse_page_size(0).ok(), Some(50));
-        assert_eq!(field_of(parse_page_size(501)), "page_size");
-        assert_eq!(field_of(parse_page_size(-1)), "page_size");
-        assert_eq!(parse_page_token("").ok(), Some(0));
-        assert_eq!(field_of(parse_page_token("zz")), "page_token");
     }
 }

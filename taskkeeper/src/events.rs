@@ -2,59 +2,47 @@
 //!
 //! Publishes (through the outbox, in the transaction of the change): `task.created` v2,
 //! `task.assigned` and `task.completed` on the task bus, `reassign.chunk` on the reassign
-//! bus. Consumes the account bus into its own `users` table with [`Users`].
-//! Both versions of `task.created` are read by `popug_eventbus::upcast::task_created`.
+//! bus. Consumes the account bus into its own `users` table with [`Users`], reading
+//! every account event through `popug_proto::upcast`.
 
-use popug_auth::Role;
-use popug_eventbus::catalog::{self, is};
-use popug_eventbus::{Envelope, HandleError, Handler};
-use popug_proto::popug::account::v1 as account;
+use popug_eventbus::Envelope;
 use popug_proto::popug::tasks::v1 as pb;
+use popug_service::{AccountUser, UserCopy};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::store::{self, Moved, TaskRow, UserSnapshot};
+use crate::store::{self, Moved, TaskRow};
 
 /// Durable consumer name of the account-bus consumer.
 pub const USERS_CONSUMER: &str = "taskkeeper-users";
 
+/// The three task events carry the same snapshot of the task.
+macro_rules! task_event {
+    ($event:ident, $task:expr) => {{
+        let task: &TaskRow = $task;
+        pb::$event {
+            task_id: task.id.to_string(),
+            public_id: task.public_id.to_string(),
+            title: task.title.clone(),
+            jira_id: task.jira_id.clone(),
+            description: task.description.clone(),
+            assignee_id: task.assignee_id.to_string(),
+            status: task.status.as_str().to_owned(),
+            sequence: task.sequence,
+        }
+    }};
+}
+
 pub fn task_created(task: &TaskRow) -> pb::TaskCreated {
-    pb::TaskCreated {
-        task_id: task.id.to_string(),
-        public_id: task.public_id.to_string(),
-        title: task.title.clone(),
-        jira_id: task.jira_id.clone(),
-        description: task.description.clone(),
-        assignee_id: task.assignee_id.to_string(),
-        status: task.status.clone(),
-        sequence: task.sequence,
-    }
+    task_event!(TaskCreated, task)
 }
 
 pub fn task_assigned(task: &TaskRow) -> pb::TaskAssigned {
-    pb::TaskAssigned {
-        task_id: task.id.to_string(),
-        public_id: task.public_id.to_string(),
-        title: task.title.clone(),
-        jira_id: task.jira_id.clone(),
-        description: task.description.clone(),
-        assignee_id: task.assignee_id.to_string(),
-        status: task.status.clone(),
-        sequence: task.sequence,
-    }
+    task_event!(TaskAssigned, task)
 }
 
 pub fn task_completed(task: &TaskRow) -> pb::TaskCompleted {
-    pb::TaskCompleted {
-        task_id: task.id.to_string(),
-        public_id: task.public_id.to_string(),
-        title: task.title.clone(),
-        jira_id: task.jira_id.clone(),
-        description: task.description.clone(),
-        assignee_id: task.assignee_id.to_string(),
-        status: task.status.clone(),
-        sequence: task.sequence,
-    }
+    task_event!(TaskCompleted, task)
 }
 
 /// The envelopes of one reassign: `moved` split into chunks of `chunk_size`, every moved
@@ -128,7 +116,7 @@ impl<'a> ReassignChunks<'a> {
                 })
                 .collect(),
         };
-        catalog::envelope(self.producer, &self.key, &event)
+        popug_eventbus::envelope(self.producer, &self.key, &event)
     }
 }
 
@@ -148,44 +136,20 @@ impl Iterator for ReassignChunks<'_> {
     }
 }
 
-/// Applies account events to `users`: idempotent (a replay changes nothing) and
-/// order-safe (only a higher `version` overwrites).
+/// Keeps TaskKeeper's copy of the users it may assign to.
 #[derive(Debug, Clone, Default)]
 pub struct Users;
 
-impl Handler for Users {
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        envelope: &Envelope,
-    ) -> Result<(), HandleError> {
-        let snapshot = popug_eventbus::upcast::account_snapshot(envelope)?;
-        let id = Uuid::parse_str(&snapshot.id)
-            .map_err(|_| HandleError::Permanent(format!("bad account id {:?}", snapshot.id)))?;
-        // A deleted account is deactivated: never assignable again, whatever it says.
-        let active = snapshot.active && !is::<account::AccountDeleted>(envelope);
-        let assignable = active && snapshot.role.parse::<Role>().is_ok_and(Role::is_assignable);
-        let changed = store::apply_user(
-            conn,
-            &UserSnapshot {
-                id,
-                username: &snapshot.username,
-                role: &snapshot.role,
-                active,
-                assignable,
-                version: snapshot.version,
-            },
-        )
-        .await?;
-        tracing::debug!(account = %id, version = snapshot.version, changed, "account event applied");
-        Ok(())
+impl UserCopy for Users {
+    async fn apply(&self, conn: &mut PgConnection, user: &AccountUser<'_>) -> sqlx::Result<()> {
+        store::apply_user(conn, user).await.map(drop)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use popug_eventbus::catalog::open;
+    use popug_proto::catalog::open;
 
     #[test]
     fn chunks_cover_every_task_once() {

@@ -5,13 +5,13 @@
 //! from the account bus. It produces the task bus and the reassign bus through its outbox.
 //!
 //! - [`config`] — settings from `TASKKEEPER__*`, validated
-//! - [`startup`] — `Application::build` / `run_until_stopped`
-//! - [`api`] — the gRPC service (thin)
+//! - [`startup`] — [`Application`]: build, run until stopped (a `popug_service::Service`)
+//! - [`api`] — the gRPC service: request → [`service`] → response, nothing else
 //! - [`service`] — the rules: create, complete, list, reassign, each with its events
-//! - [`domain`] — validated input
-//! - [`store`] — SQL
+//! - [`domain`] — validated input and the task status
+//! - [`store`] — SQL, checked at compile time
 //! - [`events`] — what it publishes (task and reassign events) and consumes (accounts)
-//! - [`error`] — the error enum and its mapping to gRPC status
+//! - [`error`] — the error type and its mapping to gRPC status
 
 pub mod api;
 pub mod config;

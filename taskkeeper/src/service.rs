@@ -11,10 +11,6 @@ use crate::error::Error;
 use crate::events;
 use crate::store::{self, InsertTask, TaskRow};
 
-/// Advisory lock key held by a running reassign ("reassign" in ASCII), so two reassigns
-/// serialize instead of interleaving their chunk events.
-const REASSIGN_LOCK: i64 = 0x7265_6173_7369_676e;
-
 /// `reassign.chunk` envelopes written per outbox statement (and held in memory at once).
 const CHUNKS_PER_STATEMENT: usize = 50;
 
@@ -109,14 +105,7 @@ impl Tasks {
             }
         };
         let mut conn = self.pool.acquire().await?;
-        let rows = store::page(
-            &mut conn,
-            after,
-            filter.status.map(Status::as_str),
-            assignee,
-            limit,
-        )
-        .await?;
+        let rows = store::page(&mut conn, after, filter.status, assignee, limit).await?;
         let next = match rows.last() {
             Some(last) if rows.len() as i64 == limit => last.public_id.to_string(),
             _ => String::new(),
@@ -158,10 +147,8 @@ impl Tasks {
     /// advisory lock. With no assignable user, FAILED_PRECONDITION (nothing moves).
     pub async fn reassign(&self) -> Result<Reassigned, Error> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(REASSIGN_LOCK)
-            .execute(&mut *tx)
-            .await?;
+        // Reassigns serialize instead of interleaving their chunk events.
+        store::lock_reassign(&mut tx).await?;
         if store::assignable_count(&mut tx).await? == 0 {
             return Err(Error::FailedPrecondition(
                 "no active assignable user to give tasks to".into(),

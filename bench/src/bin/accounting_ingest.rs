@@ -2,7 +2,7 @@
 //! raw JetStream consume-and-ack of the same messages.
 //!
 //! Creates a fresh database migrated exactly as Accounting's startup does
-//! (`accounting::startup::connect_and_migrate`) and a unique stream prefix, then
+//! (migrated with `accounting::startup::MIGRATOR`) and a unique stream prefix, then
 //! publishes, as TaskKeeper would (catalog envelopes, `Nats-Msg-Id` = event id), the
 //! events of T tasks: `task.created` v2 and `task.assigned` for each, one reassign of
 //! every task in `reassign.chunk`s of 1000, and `task.completed` for as many tasks as it
@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use accounting::domain::BillingClock;
 use accounting::events::{
     Ledger, PRODUCER, REASSIGNS_BATCH, REASSIGNS_CONSUMER, TASKS_BATCH, TASKS_CONSUMER,
     TASKS_CONSUMERS,
@@ -39,8 +40,8 @@ use accounting::events::{
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
-use popug_bench::{Args, Bench, nats_url};
-use popug_eventbus::{Bus, Consumer, ConsumerConfig, Envelope, Outbox, Topology, catalog};
+use popug_bench::{Args, Bench};
+use popug_eventbus::{Bus, Consumer, ConsumerConfig, Envelope, Outbox, Topology, Transactional};
 use popug_proto::popug::tasks::v1 as pb;
 use prost::Message;
 use uuid::Uuid;
@@ -81,17 +82,11 @@ fn main() -> anyhow::Result<()> {
         pool: args.get("pool", 8)?,
         timeout: Duration::from_secs(args.get("timeout-secs", 600)?),
     };
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            // Logs and spans as in the service (`RUST_LOG`, default info).
-            let _telemetry = popug_telemetry::init("accounting-bench");
-            let mut bench = Bench::new().await?;
-            let result = run(&mut bench, &config).await;
-            bench.cleanup().await;
-            result
-        })
+    popug_bench::run(async |bench| {
+        // Logs and spans as in the service (`RUST_LOG`, default info).
+        let _telemetry = popug_telemetry::init("accounting-bench");
+        run(bench, &config).await
+    })
 }
 
 async fn run(bench: &mut Bench, config: &Config) -> anyhow::Result<()> {
@@ -108,9 +103,9 @@ async fn run(bench: &mut Bench, config: &Config) -> anyhow::Result<()> {
         config.pool,
         bench.prefix
     );
-    let database_url = bench.database("accounting").await?;
-    let settings = settings(&database_url, &bench.prefix, config.pool);
-    let pool = accounting::startup::connect_and_migrate(&settings).await?;
+    let pool = bench
+        .migrated_database("accounting", &accounting::startup::MIGRATOR, config.pool)
+        .await?;
     bench.topology.ensure_streams(&bench.js).await?;
 
     let started = Instant::now();
@@ -153,7 +148,7 @@ async fn run(bench: &mut Bench, config: &Config) -> anyhow::Result<()> {
     // 2. The ledger, with Accounting's own consumers and handler.
     let ledger = Ledger {
         outbox: Outbox::new(bench.topology.clone(), PRODUCER),
-        cutoff: Duration::ZERO,
+        clock: BillingClock::new(Duration::ZERO),
     };
     let mut tasks_config = ConsumerConfig::new(TASKS_CONSUMER, Bus::Task);
     tasks_config.batch = config.batch;
@@ -164,20 +159,18 @@ async fn run(bench: &mut Bench, config: &Config) -> anyhow::Result<()> {
         tasks.push(
             Consumer::bind(
                 bench.js.clone(),
-                pool.clone(),
                 bench.topology.clone(),
                 tasks_config.clone(),
-                ledger.clone(),
+                Transactional::new(pool.clone(), ledger.clone()),
             )
             .await?,
         );
     }
     let reassigns = Consumer::bind(
         bench.js.clone(),
-        pool.clone(),
         bench.topology.clone(),
         reassigns_config,
-        ledger,
+        Transactional::new(pool.clone(), ledger),
     )
     .await?;
     let applied = {
@@ -241,27 +234,6 @@ async fn run(bench: &mut Bench, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn settings(database_url: &str, prefix: &str, pool: u32) -> accounting::Settings {
-    accounting::Settings {
-        grpc_addr: ([127, 0, 0, 1], 0).into(),
-        database_url: database_url.to_owned(),
-        database_max_connections: pool,
-        nats_url: nats_url(),
-        stream_prefix: prefix.to_owned(),
-        issuer: "popug-bench".into(),
-        audience: "popug-bench".into(),
-        jwks_url: "http://127.0.0.1:1/.well-known/jwks.json".into(),
-        day_cutoff: Duration::ZERO,
-        close_check_interval: None,
-        smtp_host: "127.0.0.1".into(),
-        smtp_port: 2525,
-        smtp_from: "PopugJira Accounting <accounting@popug.example>".into(),
-        mail_retry_base: Duration::from_secs(5),
-        mail_max_attempts: 10,
-        mail_poll_interval: Duration::from_secs(1),
-    }
-}
-
 /// Builds and publishes every message; returns what the ledger must end up with.
 async fn publish(
     js: &jetstream::Context,
@@ -296,7 +268,7 @@ async fn publish(
     let mut task_envelopes = Vec::with_capacity(2 * config.tasks + completions);
     for (i, id) in tasks.iter().enumerate() {
         let (public_id, title, jira_id, description) = text(i);
-        task_envelopes.push(catalog::envelope(
+        task_envelopes.push(popug_eventbus::envelope(
             "taskkeeper",
             id,
             &pb::TaskCreated {
@@ -310,7 +282,7 @@ async fn publish(
                 sequence: 1,
             },
         ));
-        task_envelopes.push(catalog::envelope(
+        task_envelopes.push(popug_eventbus::envelope(
             "taskkeeper",
             id,
             &pb::TaskAssigned {
@@ -330,7 +302,7 @@ async fn publish(
     let mut reassign_envelopes = Vec::with_capacity(chunks);
     for (index, slice) in tasks.chunks(config.chunk_size.max(1)).enumerate() {
         let base = index * config.chunk_size;
-        reassign_envelopes.push(catalog::envelope(
+        reassign_envelopes.push(popug_eventbus::envelope(
             "taskkeeper",
             &reassign_id,
             &pb::ReassignChunk {
@@ -352,7 +324,7 @@ async fn publish(
     // Completions by the new assignee, sequence 3.
     for (i, id) in tasks.iter().enumerate().take(completions) {
         let (public_id, title, jira_id, description) = text(i);
-        task_envelopes.push(catalog::envelope(
+        task_envelopes.push(popug_eventbus::envelope(
             "taskkeeper",
             id,
             &pb::TaskCompleted {
@@ -452,7 +424,7 @@ async fn raw_consume(
 /// Runs a consumer batch after batch (what `Consumer::run` does) until it and its
 /// siblings on the same durable consumer acked `expected` messages.
 async fn drive(
-    consumer: Consumer<Ledger>,
+    consumer: Consumer<Transactional<Ledger>>,
     acked: Arc<AtomicU64>,
     expected: u64,
     timeout: Duration,
@@ -495,14 +467,7 @@ async fn check(pool: &sqlx::PgPool, config: &Config, published: &Published) -> a
         fees == 2 * config.tasks as i64 && rewards == published.completions as i64,
         "{fees} fees and {rewards} rewards"
     );
-    let off: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM balances b
-         FULL JOIN (SELECT user_id, sum(amount) AS s FROM entries GROUP BY user_id) e
-           USING (user_id)
-         WHERE COALESCE(b.balance, 0) <> COALESCE(e.s, 0)",
-    )
-    .fetch_one(pool)
-    .await?;
+    let off = accounting::store::ledger::unbalanced_users(&mut *pool.acquire().await?).await?;
     anyhow::ensure!(off == 0, "{off} balances differ from their entries");
     let (tasks, placeholders, wrong_price, completed, latest): (i64, i64, i64, i64, i64) =
         sqlx::query_as(

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use popug_bench::{
-    Args, Bench, connect, cpu_seconds, load_average, memory_kib, mib, percentile_ms, seed_users,
-    with_token,
+    Args, Bench, connect, cpu_seconds, load_average, memory_kib, mib, percentile_ms,
+    prepare_taskkeeper_db, with_token,
 };
 use popug_eventbus::Bus;
 use popug_proto::popug::tasks::v1 as pb;
-use sqlx::{Connection, PgConnection};
+use sqlx::Connection;
 use tonic::transport::Channel;
 
 struct Config {
@@ -41,25 +41,21 @@ struct Phase {
     wall: Duration,
 }
 
-fn main() -> anyhow::Result<()> {
-    popug_bench::maybe_serve_taskkeeper();
-    let args = Args::from_env();
-    let config = Config {
-        clients: args.get("clients", 32)?,
-        requests: args.get("requests", 20_000)?,
-        warmup: args.get("warmup", 2_000)?,
-        users: args.get("users", 1_000)?,
-        pool: args.get("pool", 16)?,
-    };
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            let mut bench = Bench::new().await?;
-            let result = run(&mut bench, &config).await;
-            bench.cleanup().await;
-            result
+impl Config {
+    /// The command line: `--clients N --requests N --warmup N --users N --pool N`.
+    fn read(args: &Args) -> anyhow::Result<Config> {
+        Ok(Config {
+            clients: args.get("clients", 32)?,
+            requests: args.get("requests", 20_000)?,
+            warmup: args.get("warmup", 2_000)?,
+            users: args.get("users", 1_000)?,
+            pool: args.get("pool", 16)?,
         })
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    popug_bench::main(Config::read, run)
 }
 
 /// Runs `total` CreateTask calls spread over the clients; each takes the next request
@@ -129,7 +125,8 @@ async fn phase(channels: &[Channel], token: &Arc<str>, total: i64, tag: &str) ->
     all
 }
 
-async fn run(bench: &mut Bench, config: &Config) -> anyhow::Result<()> {
+async fn run(bench: &mut Bench, config: Config) -> anyhow::Result<()> {
+    let config = &config;
     println!(
         "create benchmark: {} clients, {} requests after {} warm-up, {} assignable users, \
          taskkeeper pool {}, prefix {}",
@@ -138,13 +135,8 @@ async fn run(bench: &mut Bench, config: &Config) -> anyhow::Result<()> {
     let token: Arc<str> = bench.start_account().await?.into();
     let database_url = bench.database("taskkeeper").await?;
     let mut settings = bench.taskkeeper_settings(&database_url, 1000);
-    settings.database_max_connections = config.pool;
-    taskkeeper::startup::connect_and_migrate(&settings)
-        .await?
-        .close()
-        .await;
-    let mut conn = PgConnection::connect(&database_url).await?;
-    seed_users(&mut conn, config.users).await?;
+    settings.common.database.max_connections = config.pool;
+    let mut conn = prepare_taskkeeper_db(&settings, config.users).await?;
     sqlx::query("VACUUM ANALYZE users")
         .execute(&mut conn)
         .await?;

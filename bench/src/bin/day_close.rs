@@ -1,7 +1,7 @@
 //! `day_close`: closing a billing day for 100,000 users with balances.
 //!
 //! Creates a fresh database migrated exactly as Accounting's startup does
-//! (`accounting::startup::connect_and_migrate`), seeds U users (with e-mails) and one
+//! (migrated with `accounting::startup::MIGRATOR`), seeds U users (with e-mails) and one
 //! ledger entry per user whose balance is not zero, with set-based SQL: about half the
 //! balances positive, 40 % negative, 10 % zero, and `balances` equal to the sums of the
 //! entries. Then calls `accounting::service::Accounting::close_day` (what the scheduler
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use accounting::events::PRODUCER;
 use accounting::service::Accounting;
-use popug_bench::{Args, Bench, nats_url};
+use popug_bench::{Args, Bench};
 use popug_eventbus::Outbox;
 use sqlx::PgPool;
 
@@ -32,15 +32,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::from_env();
     let users: i64 = args.get("users", 100_000)?;
     let repeat: usize = args.get("repeat", 1)?;
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            let mut bench = Bench::new().await?;
-            let result = run(&mut bench, users, repeat).await;
-            bench.cleanup().await;
-            result
-        })
+    popug_bench::run(async |bench| run(bench, users, repeat).await)
 }
 
 async fn run(bench: &mut Bench, users: i64, repeat: usize) -> anyhow::Result<()> {
@@ -50,9 +42,10 @@ async fn run(bench: &mut Bench, users: i64, repeat: usize) -> anyhow::Result<()>
     );
     let mut rounds = Vec::new();
     for round in 1..=repeat {
-        let database_url = bench.database(&format!("accounting{round}")).await?;
-        let settings = settings(&database_url, &bench.prefix);
-        let pool = accounting::startup::connect_and_migrate(&settings).await?;
+        let role = format!("accounting{round}");
+        let pool = bench
+            .migrated_database(&role, &accounting::startup::MIGRATOR, 4)
+            .await?;
         let started = Instant::now();
         let positive = seed(&pool, users).await?;
         println!(
@@ -62,8 +55,13 @@ async fn run(bench: &mut Bench, users: i64, repeat: usize) -> anyhow::Result<()>
         let service = Accounting {
             pool: pool.clone(),
             outbox: Outbox::new(bench.topology.clone(), PRODUCER),
-            cutoff: Duration::ZERO,
+            clock: accounting::domain::BillingClock::new(Duration::ZERO),
         };
+        accounting::store::billing::init_open_day(
+            &mut *pool.acquire().await?,
+            service.clock.today(),
+        )
+        .await?;
         let start = Instant::now();
         let closed = service.close_day(None).await?;
         let close = start.elapsed();
@@ -71,13 +69,13 @@ async fn run(bench: &mut Bench, users: i64, repeat: usize) -> anyhow::Result<()>
             "round {round}: closed {} with {} payouts ({} cents) in {:.2} s",
             accounting::domain::format_day(closed.day),
             closed.payouts,
-            closed.paid_cents,
+            closed.paid.get(),
             close.as_secs_f64()
         );
         check(&pool, positive, closed.payouts).await?;
         rounds.push(Round {
             payouts: closed.payouts,
-            paid_cents: closed.paid_cents,
+            paid_cents: closed.paid.get(),
             close,
         });
         pool.close().await;
@@ -104,27 +102,6 @@ async fn run(bench: &mut Bench, users: i64, repeat: usize) -> anyhow::Result<()>
         }
     );
     Ok(())
-}
-
-fn settings(database_url: &str, prefix: &str) -> accounting::Settings {
-    accounting::Settings {
-        grpc_addr: ([127, 0, 0, 1], 0).into(),
-        database_url: database_url.to_owned(),
-        database_max_connections: 4,
-        nats_url: nats_url(),
-        stream_prefix: prefix.to_owned(),
-        issuer: "popug-bench".into(),
-        audience: "popug-bench".into(),
-        jwks_url: "http://127.0.0.1:1/.well-known/jwks.json".into(),
-        day_cutoff: Duration::ZERO,
-        close_check_interval: None,
-        smtp_host: "127.0.0.1".into(),
-        smtp_port: 2525,
-        smtp_from: "PopugJira Accounting <accounting@popug.example>".into(),
-        mail_retry_base: Duration::from_secs(5),
-        mail_max_attempts: 10,
-        mail_poll_interval: Duration::from_secs(1),
-    }
 }
 
 /// Users, one entry per non-zero balance and the balances, set-based; returns how many

@@ -21,11 +21,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use popug_bench::{AUDIENCE, Args, Bench, ISSUER, connect, nats_url, percentile_ms, with_token};
+use popug_bench::{Args, Bench, connect, percentile_ms, with_token};
 use popug_proto::popug::account::v1 as account_pb;
 use popug_proto::popug::accounting::v1 as accounting_pb;
 use popug_proto::popug::gateway::v1 as board_pb;
 use popug_proto::popug::tasks::v1 as tasks_pb;
+use popug_service::Service;
 use tonic::transport::Channel;
 
 fn stopper() -> (
@@ -174,23 +175,12 @@ async fn wait_for<T, Fut: Future<Output = Option<T>>>(
 }
 
 fn main() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(run())
-}
-
-async fn run() -> anyhow::Result<()> {
     let args = Args::from_env();
     let callers: usize = args.get("callers", 16)?;
     let requests: usize = args.get("requests", 20_000)?;
     let board_requests: usize = args.get("board-requests", 2_000)?;
     let tasks: usize = args.get("tasks", 50)?;
-
-    let mut bench = Bench::new().await?;
-    let result = measure(&mut bench, callers, requests, board_requests, tasks).await;
-    bench.cleanup().await;
-    result
+    popug_bench::run(async |bench| measure(bench, callers, requests, board_requests, tasks).await)
 }
 
 async fn measure(
@@ -234,58 +224,34 @@ async fn measure(
     let tk = taskkeeper::Application::build(bench.taskkeeper_settings(&tk_db, 1000)).await?;
     let tk_addr = tk.grpc_addr();
     let (stop, stopped) = stopper();
-    tokio::spawn(tk.run_until_stopped(stopped));
+    tokio::spawn(tk.run_until_stopped(Box::pin(stopped)));
     stops.push(stop);
 
     let acc_db = bench.database("accounting").await?;
-    let acc = accounting::Application::build(accounting::Settings {
-        grpc_addr: ([127, 0, 0, 1], 0).into(),
-        database_url: acc_db,
-        database_max_connections: 8,
-        nats_url: nats_url(),
-        stream_prefix: bench.prefix.clone(),
-        issuer: ISSUER.into(),
-        audience: AUDIENCE.into(),
-        jwks_url: bench.jwks_url.clone(),
-        day_cutoff: Duration::ZERO,
-        close_check_interval: None,
-        smtp_host: "127.0.0.1".into(),
-        smtp_port: 9,
-        smtp_from: "Bench <bench@bench.example>".into(),
-        mail_retry_base: Duration::from_secs(60),
-        mail_max_attempts: 1,
-        mail_poll_interval: Duration::from_secs(60),
-    })
-    .await?;
+    // Payout mail goes nowhere here.
+    let mut settings = popug_mesh::accounting_settings(acc_db, &bench.prefix, &bench.jwks_url, 9);
+    settings.mail_poll_interval = Duration::from_secs(60);
+    let acc = accounting::Application::build(settings).await?;
     let acc_addr = acc.grpc_addr();
     let (stop, stopped) = stopper();
-    tokio::spawn(acc.run_until_stopped(stopped));
+    tokio::spawn(acc.run_until_stopped(Box::pin(stopped)));
     stops.push(stop);
 
-    let gw = gateway::Application::build(gateway::Settings {
-        listen_addr: ([127, 0, 0, 1], 0).into(),
-        account_url: format!("http://{}", bench.account_grpc.context("account")?),
-        taskkeeper_url: format!("http://{tk_addr}"),
-        accounting_url: format!("http://{acc_addr}"),
-        jwks_url: bench.jwks_url.clone(),
-        issuer: ISSUER.into(),
-        audience: AUDIENCE.into(),
-        default_timeout: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(1),
-        max_message_bytes: 4 * 1024 * 1024,
-        rate_limit_per_sec: 0.0,
-        rate_limit_burst: 1.0,
-        web_dir: std::env::temp_dir().join("popug-bench-no-web"),
-        redis_url: Some("redis://127.0.0.1:6379".into()),
-        cache_prefix: format!("{}:gw:", bench.prefix),
-        cache_ttl: Duration::from_secs(600),
-        nats_url: nats_url(),
-        stream_prefix: bench.prefix.clone(),
-    })
-    .await?;
+    let upstreams = [
+        format!("http://{}", bench.account_grpc.context("account")?),
+        format!("http://{tk_addr}"),
+        format!("http://{acc_addr}"),
+    ];
+    let mut settings = popug_mesh::gateway_settings(&bench.prefix, upstreams, &bench.jwks_url);
+    settings.default_timeout = Duration::from_secs(10);
+    settings.connect_timeout = Duration::from_secs(1);
+    settings.max_message_bytes = 4 * 1024 * 1024;
+    settings.redis_url = Some("redis://127.0.0.1:6379".into());
+    settings.cache_ttl = Duration::from_secs(600);
+    let gw = gateway::Application::build(settings).await?;
     let gw_addr = gw.local_addr();
     let (stop, stopped) = stopper();
-    tokio::spawn(gw.run_until_stopped(stopped));
+    tokio::spawn(gw.run_until_stopped(Box::pin(stopped)));
     stops.push(stop);
 
     let direct = connect(tk_addr).await?;

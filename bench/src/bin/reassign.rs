@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use popug_bench::{
-    Args, Bench, connect, cpu_seconds, load_average, memory_kib, mib, seed_open_tasks, seed_users,
-    with_token,
+    Args, Bench, connect, cpu_seconds, load_average, memory_kib, mib, prepare_taskkeeper_db,
+    seed_open_tasks, with_token,
 };
 use popug_eventbus::Bus;
 use popug_proto::popug::tasks::v1 as pb;
-use sqlx::{Connection, PgConnection};
+use sqlx::Connection;
 
 struct Config {
     tasks: i64,
@@ -67,28 +67,25 @@ fn ms(value: Option<u64>) -> String {
     value.map_or_else(|| "?".to_owned(), |v| format!("{:.2}", v as f64 / 1000.0))
 }
 
-fn main() -> anyhow::Result<()> {
-    popug_bench::maybe_serve_taskkeeper();
-    let args = Args::from_env();
-    let config = Config {
-        tasks: args.get("tasks", 1_000_000)?,
-        users: args.get("users", 1_000)?,
-        chunk_size: args.get("chunk-size", 1_000)?,
-        repeat: args.get("repeat", 1)?,
-        timeout: Duration::from_secs(args.get("timeout-secs", 300)?),
-    };
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            let mut bench = Bench::new().await?;
-            let result = run(&mut bench, &config).await;
-            bench.cleanup().await;
-            result
+impl Config {
+    /// The command line: `--tasks N --users N --chunk-size N --repeat N --timeout-secs N`.
+    fn from_args(args: &Args) -> anyhow::Result<Config> {
+        Ok(Config {
+            tasks: args.get("tasks", 1_000_000)?,
+            users: args.get("users", 1_000)?,
+            chunk_size: args.get("chunk-size", 1_000)?,
+            repeat: args.get("repeat", 1)?,
+            timeout: Duration::from_secs(args.get("timeout-secs", 300)?),
         })
+    }
 }
 
-async fn run(bench: &mut Bench, config: &Config) -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    popug_bench::main(Config::from_args, run)
+}
+
+async fn run(bench: &mut Bench, config: Config) -> anyhow::Result<()> {
+    let config = &config;
     println!(
         "reassign benchmark: {} open tasks, {} assignable users, chunk size {}, prefix {}",
         config.tasks, config.users, config.chunk_size, bench.prefix
@@ -99,12 +96,7 @@ async fn run(bench: &mut Bench, config: &Config) -> anyhow::Result<()> {
 
     // Migrate and seed before TaskKeeper starts, so its memory is only its own work.
     let started = Instant::now();
-    taskkeeper::startup::connect_and_migrate(&settings)
-        .await?
-        .close()
-        .await;
-    let mut conn = PgConnection::connect(&database_url).await?;
-    seed_users(&mut conn, config.users).await?;
+    let mut conn = prepare_taskkeeper_db(&settings, config.users).await?;
     seed_open_tasks(&mut conn, config.tasks).await?;
     sqlx::query("VACUUM ANALYZE users")
         .execute(&mut conn)

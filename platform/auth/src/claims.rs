@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use popug_proto::popug::account::v1::AccountSnapshot;
+
 use crate::roles::{Permission, Role};
 
 /// The JSON payload of an access token.
@@ -27,6 +29,34 @@ pub struct Claims {
     pub jti: String,
 }
 
+impl Claims {
+    /// The claims of an access token for `account` (as account events describe it),
+    /// issued at `now` (unix seconds) for `ttl_secs`.
+    pub fn for_account(
+        account: AccountSnapshot,
+        issuer: &str,
+        audience: &str,
+        now: i64,
+        ttl_secs: i64,
+    ) -> Claims {
+        Claims {
+            sub: account.id,
+            username: account.username,
+            name: account.name,
+            surname: account.surname,
+            email: account.email,
+            role: account.role,
+            permissions: account.permissions,
+            iss: issuer.to_owned(),
+            aud: audience.to_owned(),
+            iat: now,
+            nbf: now,
+            exp: now + ttl_secs,
+            jti: Uuid::new_v4().to_string(),
+        }
+    }
+}
+
 /// Who is calling, as proven by a verified access token. Handlers get it from the
 /// request extensions (see [`crate::caller`]).
 #[derive(Debug, Clone)]
@@ -35,14 +65,12 @@ pub struct Caller {
     pub role: Role,
     pub permissions: Vec<Permission>,
     pub claims: Claims,
-    /// The raw token, so a service can pass the caller's identity on to another.
-    pub token: String,
 }
 
 impl Caller {
     /// Builds the caller from verified claims; `None` when they name an unknown role or
     /// a malformed id (a token we would never have issued).
-    pub fn from_claims(claims: Claims, token: String) -> Option<Caller> {
+    pub fn from_claims(claims: Claims) -> Option<Caller> {
         let id = Uuid::parse_str(&claims.sub).ok()?;
         let role = claims.role.parse().ok()?;
         // Unknown permission names (from a newer Account) grant nothing here.
@@ -56,22 +84,10 @@ impl Caller {
             role,
             permissions,
             claims,
-            token,
         })
     }
 
     pub fn has(&self, permission: Permission) -> bool {
         self.permissions.contains(&permission)
-    }
-
-    /// PERMISSION_DENIED unless the caller holds `permission`.
-    pub fn require(&self, permission: Permission) -> Result<(), tonic::Status> {
-        if self.has(permission) {
-            Ok(())
-        } else {
-            Err(tonic::Status::permission_denied(format!(
-                "requires permission {permission}"
-            )))
-        }
     }
 }

@@ -1,13 +1,16 @@
-//! The tower layer in front of every internal service's RPCs: no valid access token, no
-//! call — except the public paths (login, refresh, JWKS, health, reflection).
+//! The tower layer in front of every internal service's RPCs: each call is decided by
+//! [`PolicyTable::admit`] — the policy declared next to its RPC in `proto/`, the same
+//! check the gateway makes — and handlers get the verified [`Caller`]. Health checks and
+//! reflection stay open.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
+use crate::authn::Authenticator;
 use crate::claims::Caller;
-use crate::verify::Verifier;
+use crate::policy::PolicyTable;
 
 /// Paths every service leaves open: health checks and reflection.
 const ALWAYS_PUBLIC: [&str; 3] = [
@@ -16,19 +19,18 @@ const ALWAYS_PUBLIC: [&str; 3] = [
     "/grpc.reflection.v1alpha.ServerReflection/",
 ];
 
-/// Requires a valid bearer token on every path not listed as public.
+/// Admits each call by its RPC's declared policy.
 #[derive(Clone)]
 pub struct AuthLayer {
-    verifier: Arc<Verifier>,
-    /// Extra public path prefixes, e.g. `/popug.account.v1.AuthService/`.
-    public: Arc<[String]>,
+    authenticator: Arc<Authenticator>,
+    policies: &'static PolicyTable,
 }
 
 impl AuthLayer {
-    pub fn new(verifier: Arc<Verifier>, public: impl IntoIterator<Item = String>) -> AuthLayer {
+    pub fn new(authenticator: Arc<Authenticator>, policies: &'static PolicyTable) -> AuthLayer {
         AuthLayer {
-            verifier,
-            public: public.into_iter().collect(),
+            authenticator,
+            policies,
         }
     }
 }
@@ -73,13 +75,16 @@ where
         let layer = self.layer.clone();
         Box::pin(async move {
             let path = request.uri().path();
-            let public = ALWAYS_PUBLIC.iter().any(|p| path.starts_with(p))
-                || layer.public.iter().any(|p| path.starts_with(p.as_str()));
-            if !public {
-                match authenticate(&layer.verifier, request.headers()).await {
-                    Ok(caller) => {
+            if !ALWAYS_PUBLIC.iter().any(|p| path.starts_with(p)) {
+                let admitted = layer
+                    .policies
+                    .admit(path, request.headers(), &layer.authenticator)
+                    .await;
+                match admitted {
+                    Ok(Some(caller)) => {
                         request.extensions_mut().insert(caller);
                     }
+                    Ok(None) => {}
                     Err(status) => return Ok(status.into_http()),
                 }
             }
@@ -88,32 +93,8 @@ where
     }
 }
 
-/// The bearer token of `headers`, verified.
-pub async fn authenticate(
-    verifier: &Verifier,
-    headers: &http::HeaderMap,
-) -> Result<Caller, tonic::Status> {
-    let value = headers
-        .get(http::header::AUTHORIZATION)
-        .ok_or_else(|| tonic::Status::unauthenticated("missing access token"))?;
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .ok_or_else(|| tonic::Status::unauthenticated("authorization must be 'Bearer <token>'"))?
-        .trim();
-    let claims = verifier
-        .verify(token)
-        .await
-        .map_err(|e| tonic::Status::unauthenticated(e.to_string()))?;
-    Caller::from_claims(claims, token.to_owned())
-        .ok_or_else(|| tonic::Status::unauthenticated("token claims invalid"))
-}
-
-/// The verified caller of a request that went through [`AuthLayer`].
+/// The verified caller of a request that went through [`AuthLayer`]; UNAUTHENTICATED for
+/// a public RPC, which has none.
 pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, tonic::Status> {
     request
         .extensions()

@@ -4,8 +4,16 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// A user's role.
+use popug_proto::catalog::Unreadable;
+use popug_proto::popug::account::v1::AccountSnapshot;
+
+/// A user's role. Stored by its name (`admin`, ...) where a service keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "lowercase")
+)]
 pub enum Role {
     Admin,
     Manager,
@@ -25,53 +33,54 @@ impl Role {
         }
     }
 
+    /// The role an account event names; a name this build does not know makes the event
+    /// unreadable (dead-lettered) rather than guessed.
+    pub fn of_account(account: &AccountSnapshot) -> Result<Role, Unreadable> {
+        account
+            .role
+            .parse()
+            .map_err(|e| Unreadable(format!("account {}: {e}", account.id)))
+    }
+
     /// Every role but admin and manager can be assigned tasks.
     pub fn is_assignable(self) -> bool {
         matches!(self, Role::Accountant | Role::Worker)
     }
 
-    /// The permissions a role carries without any extra grant.
-    pub fn default_permissions(self) -> &'static [Permission] {
-        use Permission::*;
-        match self {
-            Role::Worker => &[TasksCreate, TasksComplete, AccountingReadOwn],
-            Role::Accountant => &[
-                TasksCreate,
-                TasksComplete,
-                AccountingReadOwn,
-                AccountingReadAll,
-            ],
-            Role::Manager => &[TasksCreate, TasksReadAll, TasksReassign, AccountingReadOwn],
-            Role::Admin => &[
-                TasksCreate,
-                TasksReadAll,
-                TasksReassign,
-                AccountingReadOwn,
-                AccountingReadAll,
-                AccountingCloseDay,
-                AnalyticsRead,
-                AccountsManage,
-            ],
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL
+    /// The permissions a role carries without any extra grant (see
+    /// [`Permission::default_roles`]), in [`Permission::ALL`] order.
+    pub fn default_permissions(self) -> Vec<Permission> {
+        Permission::ALL
             .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| UnknownName(s.to_owned()))
+            .filter(|p| p.default_roles().contains(&self))
+            .collect()
     }
 }
+
+/// `Display` and `FromStr` by the names `as_str` gives (a type with `ALL`).
+macro_rules! by_name {
+    ($ty:ident) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = UnknownName;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $ty::ALL
+                    .into_iter()
+                    .find(|r| r.as_str() == s)
+                    .ok_or_else(|| UnknownName(s.to_owned()))
+            }
+        }
+    };
+}
+
+by_name!(Role);
+by_name!(Permission);
 
 /// A permission, as carried in the token's `permissions` claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -97,6 +106,23 @@ pub enum Permission {
 }
 
 impl Permission {
+    /// Which roles hold this permission by default: REQUIREMENTS §2, row by row. Admins
+    /// and managers are never assigned tasks, so they cannot complete one.
+    pub fn default_roles(self) -> &'static [Role] {
+        use Role::{Accountant, Admin, Manager, Worker};
+        match self {
+            Permission::TasksCreate | Permission::AccountingReadOwn => {
+                &[Worker, Accountant, Manager, Admin]
+            }
+            Permission::TasksComplete => &[Worker, Accountant],
+            Permission::TasksReadAll | Permission::TasksReassign => &[Manager, Admin],
+            Permission::AccountingReadAll => &[Accountant, Admin],
+            Permission::AccountingCloseDay
+            | Permission::AnalyticsRead
+            | Permission::AccountsManage => &[Admin],
+        }
+    }
+
     pub const ALL: [Permission; 9] = [
         Permission::TasksCreate,
         Permission::TasksComplete,
@@ -121,23 +147,6 @@ impl Permission {
             Permission::AnalyticsRead => "analytics.read",
             Permission::AccountsManage => "accounts.manage",
         }
-    }
-}
-
-impl fmt::Display for Permission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Permission {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Permission::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| UnknownName(s.to_owned()))
     }
 }
 

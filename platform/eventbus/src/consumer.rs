@@ -1,73 +1,24 @@
-//! Durable pull consumers with exactly-once effects.
+//! Durable pull consumers.
 //!
-//! A batch of messages is applied in one database transaction: for each message the
-//! processed-events row is inserted first (a duplicate finds it there and is skipped),
-//! then the handler's effect runs under a savepoint. Messages that can never be
-//! processed (undecodable, unknown version, a handler's permanent refusal) are published
-//! to the dead-letter stream before the commit, keeping their processed-events row so
-//! they are not retried. Acks are sent only after the commit: a crash before it means the
-//! batch is delivered again and applied then, once.
+//! A [`Consumer`] fetches a batch, decodes the envelopes and hands them to its sink
+//! (`crate::sink`: one database transaction per batch, or no database at all). Messages
+//! that can never be processed (undecodable, unknown version, a permanent refusal) are
+//! published to the dead-letter stream before the batch is finished, and the consumer
+//! carries on; acks are sent only once the batch is finished (committed), so a crash
+//! before means the batch comes again; a transient failure asks for the whole batch
+//! again after `retry_delay`.
 
+use std::future::Future;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures::StreamExt;
 use prost::Message;
-use sqlx::{Acquire, PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::sink::{Retry, Sink};
 use crate::topology::{Bus, Topology};
 use crate::{BusError, DeadLetter, Envelope};
-
-/// Why an event was not applied.
-#[derive(Debug, thiserror::Error)]
-pub enum HandleError {
-    /// It can never be applied: dead-letter it and carry on.
-    #[error("{0}")]
-    Permanent(String),
-    /// It may work later (database down, ...): roll back and redeliver.
-    #[error("{0}")]
-    Transient(String),
-}
-
-impl From<sqlx::Error> for HandleError {
-    fn from(error: sqlx::Error) -> HandleError {
-        HandleError::Transient(format!("database: {error}"))
-    }
-}
-
-/// Applies one event inside the batch transaction.
-pub trait Handler: Send + Sync + 'static {
-    fn handle(
-        &self,
-        conn: &mut PgConnection,
-        envelope: &Envelope,
-    ) -> impl std::future::Future<Output = Result<(), HandleError>> + Send;
-
-    /// Whether the consumer should offer whole batches to [`Handler::handle_batch`]
-    /// (default: no, every event goes to [`Handler::handle`] under its own savepoint).
-    fn batches(&self) -> bool {
-        false
-    }
-
-    /// Applies several events at once, with the same effects as [`Handler::handle`] on
-    /// each in turn. The consumer passes only events it has not processed before, each
-    /// once, in delivery order, under one savepoint. On a permanent error it rolls that
-    /// savepoint back and applies the events one by one with `handle`, so only the event
-    /// at fault is dead-lettered; on a transient one the whole batch is redelivered.
-    fn handle_batch(
-        &self,
-        conn: &mut PgConnection,
-        envelopes: &[Envelope],
-    ) -> impl std::future::Future<Output = Result<(), HandleError>> + Send {
-        async move {
-            for envelope in envelopes {
-                self.handle(conn, envelope).await?;
-            }
-            Ok(())
-        }
-    }
-}
 
 /// Which messages a consumer reads and how.
 #[derive(Debug, Clone)]
@@ -84,6 +35,9 @@ pub struct ConsumerConfig {
     pub retry_delay: Duration,
     /// Unacked messages are redelivered after this long.
     pub ack_wait: Duration,
+    /// Where a new durable consumer starts: every message in the stream, or only those
+    /// published from now on (for effects on caches that anything older cannot touch).
+    pub deliver_all: bool,
 }
 
 impl ConsumerConfig {
@@ -95,42 +49,37 @@ impl ConsumerConfig {
             fetch_wait: Duration::from_millis(500),
             retry_delay: Duration::from_secs(1),
             ack_wait: Duration::from_secs(30),
+            deliver_all: true,
         }
     }
 }
 
-/// What became of a batch offered to [`Handler::handle_batch`].
-enum Batch {
-    Applied,
-    /// Refused: apply the events one by one.
-    OneByOne,
-    /// Transient failure: redeliver the whole batch.
-    Retry(String),
-}
-
-/// One durable consumer bound to a handler.
-pub struct Consumer<H> {
+/// One durable consumer bound to a sink.
+pub struct Consumer<S> {
     js: jetstream::Context,
-    pool: PgPool,
     topology: Topology,
     config: ConsumerConfig,
-    handler: H,
+    sink: S,
     consumer: jetstream::consumer::Consumer<pull::Config>,
 }
 
-impl<H: Handler> Consumer<H> {
+impl<S: Sink> Consumer<S> {
     /// Creates the durable consumer on the bus's stream if it does not exist.
     pub async fn bind(
         js: jetstream::Context,
-        pool: PgPool,
         topology: Topology,
         config: ConsumerConfig,
-        handler: H,
-    ) -> Result<Consumer<H>, BusError> {
+        sink: S,
+    ) -> Result<Consumer<S>, BusError> {
         let stream = js
             .get_stream(topology.stream(config.bus))
             .await
             .map_err(BusError::nats)?;
+        let deliver_policy = if config.deliver_all {
+            jetstream::consumer::DeliverPolicy::All
+        } else {
+            jetstream::consumer::DeliverPolicy::New
+        };
         let consumer = stream
             .get_or_create_consumer(
                 &config.name,
@@ -138,7 +87,7 @@ impl<H: Handler> Consumer<H> {
                     durable_name: Some(config.name.clone()),
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
                     ack_wait: config.ack_wait,
-                    deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                    deliver_policy,
                     max_ack_pending: 20_000,
                     ..Default::default()
                 },
@@ -147,20 +96,15 @@ impl<H: Handler> Consumer<H> {
             .map_err(BusError::nats)?;
         Ok(Consumer {
             js,
-            pool,
             topology,
             config,
-            handler,
+            sink,
             consumer,
         })
     }
 
-    pub fn handler(&self) -> &H {
-        &self.handler
-    }
-
     /// Consumes until `shutdown` resolves; failures are logged and retried.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -200,9 +144,10 @@ impl<H: Handler> Consumer<H> {
     }
 
     async fn apply(&self, messages: Vec<jetstream::Message>) -> Result<usize, BusError> {
-        let mut tx = self.pool.begin().await?;
         let mut dead = Vec::new();
         let mut decoded = Vec::with_capacity(messages.len());
+        let mut ids = Vec::with_capacity(messages.len());
+        let mut envelopes = Vec::with_capacity(messages.len());
         for message in &messages {
             let envelope = match Envelope::decode(message.payload.as_ref()) {
                 Ok(envelope) => envelope,
@@ -215,68 +160,26 @@ impl<H: Handler> Consumer<H> {
                 dead.push((message, format!("bad event id {:?}", envelope.event_id)));
                 continue;
             };
-            decoded.push((message, envelope, event_id));
+            decoded.push(message);
+            ids.push(event_id);
+            envelopes.push(envelope);
         }
-        let batched = if self.handler.batches() && decoded.len() > 1 {
-            match self.apply_batch(&mut tx, &decoded).await? {
-                Batch::Applied => true,
-                Batch::OneByOne => false,
-                Batch::Retry(reason) => {
-                    drop(tx);
-                    self.retry_later(&messages, &reason).await;
-                    return Ok(0);
-                }
+        let (pending, refused) = match self.sink.apply(&self.config.name, &ids, &envelopes).await {
+            Ok(applied) => applied,
+            Err(Retry(reason)) => {
+                self.retry_later(&messages, &reason).await;
+                return Ok(0);
             }
-        } else {
-            false
         };
-        let one_by_one: &[_] = if batched { &[] } else { &decoded };
-        for &(message, ref envelope, event_id) in one_by_one {
-            let fresh = sqlx::query(
-                "INSERT INTO eventbus.processed_events (consumer, event_id) VALUES ($1, $2)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&self.config.name)
-            .bind(event_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if !fresh {
-                continue;
-            }
-            let span = tracing::info_span!(
-                "consume",
-                consumer = %self.config.name,
-                event = %envelope.name,
-                event_id = %envelope.event_id,
-                otel.kind = "consumer",
-            );
-            popug_telemetry::extract(&span, &envelope.trace_context);
-            let mut savepoint = tx.begin().await?;
-            let outcome = tracing::Instrument::instrument(
-                self.handler.handle(&mut savepoint, envelope),
-                span,
-            )
-            .await;
-            match outcome {
-                Ok(()) => savepoint.commit().await?,
-                Err(HandleError::Permanent(reason)) => {
-                    savepoint.rollback().await?;
-                    dead.push((message, reason));
-                }
-                Err(HandleError::Transient(reason)) => {
-                    drop(savepoint);
-                    drop(tx);
-                    self.retry_later(&messages, &reason).await;
-                    return Ok(0);
-                }
-            }
-        }
+        dead.extend(refused.into_iter().map(|(i, reason)| (decoded[i], reason)));
         for (message, reason) in &dead {
-            self.dead_letter(message, reason).await?;
+            if let Err(error) = self.dead_letter(message, reason).await {
+                // Nothing is finished: the whole batch comes again.
+                self.retry_later(&messages, &error.to_string()).await;
+                return Ok(0);
+            }
         }
-        tx.commit().await?;
+        self.sink.finish(pending).await?;
         for message in &messages {
             // A lost ack only means a redelivery, which the processed-events row absorbs.
             if let Err(error) = message.ack().await {
@@ -284,61 +187,6 @@ impl<H: Handler> Consumer<H> {
             }
         }
         Ok(messages.len())
-    }
-
-    /// Offers the fresh events among `decoded` to the handler at once, under one
-    /// savepoint that also holds their processed-events rows.
-    async fn apply_batch(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-        decoded: &[(&jetstream::Message, Envelope, Uuid)],
-    ) -> Result<Batch, BusError> {
-        let mut savepoint = tx.begin().await?;
-        let ids: Vec<Uuid> = decoded.iter().map(|(_, _, id)| *id).collect();
-        let fresh: std::collections::HashSet<Uuid> = sqlx::query_scalar(
-            "INSERT INTO eventbus.processed_events (consumer, event_id)
-             SELECT $1, event_id FROM UNNEST($2::uuid[]) AS t(event_id)
-             ON CONFLICT DO NOTHING RETURNING event_id",
-        )
-        .bind(&self.config.name)
-        .bind(&ids)
-        .fetch_all(&mut *savepoint)
-        .await?
-        .into_iter()
-        .collect();
-        let mut taken = std::collections::HashSet::new();
-        let envelopes: Vec<Envelope> = decoded
-            .iter()
-            .filter(|(_, _, id)| fresh.contains(id) && taken.insert(*id))
-            .map(|(_, envelope, _)| envelope.clone())
-            .collect();
-        if envelopes.is_empty() {
-            savepoint.commit().await?;
-            return Ok(Batch::Applied);
-        }
-        let span = tracing::info_span!(
-            "consume_batch",
-            consumer = %self.config.name,
-            events = envelopes.len(),
-            otel.kind = "consumer",
-        );
-        let outcome = tracing::Instrument::instrument(
-            self.handler.handle_batch(&mut savepoint, &envelopes),
-            span,
-        )
-        .await;
-        match outcome {
-            Ok(()) => {
-                savepoint.commit().await?;
-                Ok(Batch::Applied)
-            }
-            Err(HandleError::Permanent(reason)) => {
-                tracing::debug!(consumer = %self.config.name, %reason, "batch refused; applying its events one by one");
-                savepoint.rollback().await?;
-                Ok(Batch::OneByOne)
-            }
-            Err(HandleError::Transient(reason)) => Ok(Batch::Retry(reason)),
-        }
     }
 
     /// Rolls nothing forward: asks for every message of the batch again later.

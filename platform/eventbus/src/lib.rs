@@ -1,29 +1,28 @@
-//! Events on NATS JetStream (REQUIREMENTS §7).
+//! Events on NATS JetStream (REQUIREMENTS §7): generic machinery, no domain rules (what
+//! the events mean and how old versions read is `popug_proto::{catalog, upcast}`).
 //!
 //! - [`topology`] — the buses: stream and subject names under a prefix (so tests and
 //!   deployments can share a server), created or updated idempotently at start.
-//! - [`catalog`] — every event type with its name and version, and the envelope.
 //! - [`outbox`] — producers write events in the same transaction as the state change;
 //!   the [`outbox::Relay`] publishes them in commit order with `Nats-Msg-Id` = event id
 //!   and marks them only after JetStream acknowledged them.
-//! - [`consumer`] — durable pull consumers: each batch is applied in one transaction
-//!   together with the processed-events record, acked after commit; what can never be
-//!   processed goes to the dead-letter stream with the reason.
+//! - [`consumer`] — durable pull consumers; what can never be processed goes to the
+//!   dead-letter stream with the reason.
+//! - [`sink`] — where their events go: a batch applied in one transaction together with
+//!   the processed-events record and acked after commit ([`Handler`]), or, for effects
+//!   that need no database, applied as it comes ([`Effect`]).
 //! - [`schema`] — the tables above, migrated into schema `eventbus` of each service's DB.
-//! - [`upcast`] — events read whatever their version (task.created v1 → v2, any account
-//!   event → its snapshot), the same way in every consumer.
 
-pub mod catalog;
 pub mod consumer;
 pub mod outbox;
 pub mod schema;
+pub mod sink;
 pub mod topology;
-pub mod upcast;
 
-pub use catalog::{Event, envelope};
-pub use consumer::{Consumer, ConsumerConfig, HandleError, Handler};
-pub use outbox::{Outbox, Relay};
+pub use consumer::{Consumer, ConsumerConfig};
+pub use outbox::{Outbox, Relay, envelope};
 pub use popug_proto::popug::events::v1::{DeadLetter, Envelope};
+pub use sink::{Effect, HandleError, Handler, Stateless, Transactional};
 pub use topology::{Bus, Topology};
 
 /// Anything that can go wrong talking to NATS.

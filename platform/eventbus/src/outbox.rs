@@ -12,23 +12,44 @@
 //! commits late can never have its events overtaken by a later one. One relay publishes
 //! at a time (a transaction-scoped advisory lock), so several replicas are safe.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
+use popug_proto::catalog::Event;
 use prost::Message;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::catalog::{Event, envelope};
 use crate::topology::Topology;
 use crate::{BusError, Envelope};
 
 /// Advisory lock key held by the relay that is publishing ("outbox" in ASCII).
 const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
+
+/// Wraps `event` about entity `key`, produced by `producer`, stamped now and carrying the
+/// current span's trace context.
+pub fn envelope<E: Event>(producer: &str, key: &str, event: &E) -> Envelope {
+    let now = time::OffsetDateTime::now_utc();
+    Envelope {
+        event_id: Uuid::now_v7().to_string(),
+        name: E::NAME.to_owned(),
+        version: E::VERSION,
+        producer: producer.to_owned(),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: now.unix_timestamp(),
+            // Always in 0..1e9, so the cast cannot truncate.
+            nanos: now.nanosecond() as i32,
+        }),
+        trace_context: popug_telemetry::inject(&tracing::Span::current()),
+        key: key.to_owned(),
+        payload: event.encode_to_vec().into(),
+    }
+}
 
 /// Writes a service's events into its outbox.
 #[derive(Clone)]
@@ -47,10 +68,6 @@ impl Outbox {
             producer,
             wake: Arc::new(Notify::new()),
         }
-    }
-
-    pub fn topology(&self) -> &Topology {
-        &self.topology
     }
 
     /// Adds `event` about entity `key` to the transaction; returns its envelope.
@@ -75,6 +92,7 @@ impl Outbox {
         let mut ids = Vec::with_capacity(envelopes.len());
         let mut subjects = Vec::with_capacity(envelopes.len());
         let mut bodies = Vec::with_capacity(envelopes.len());
+        let mut traces = Vec::with_capacity(envelopes.len());
         for envelope in envelopes {
             ids.push(
                 Uuid::parse_str(&envelope.event_id)
@@ -82,16 +100,21 @@ impl Outbox {
             );
             subjects.push(self.topology.subject(&envelope.name));
             bodies.push(envelope.encode_to_vec());
+            traces.push(
+                serde_json::to_string(&envelope.trace_context)
+                    .map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+            );
         }
-        sqlx::query(
-            "INSERT INTO eventbus.outbox (event_id, subject, envelope)
-             SELECT event_id, subject, envelope
-             FROM UNNEST($1::uuid[], $2::text[], $3::bytea[])
-             WITH ORDINALITY AS t(event_id, subject, envelope, n) ORDER BY n",
+        sqlx::query!(
+            "INSERT INTO eventbus.outbox (event_id, subject, envelope, trace_context)
+             SELECT event_id, subject, envelope, trace_context::jsonb
+             FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::text[])
+             WITH ORDINALITY AS t(event_id, subject, envelope, trace_context, n) ORDER BY n",
+            &ids,
+            &subjects,
+            &bodies,
+            &traces,
         )
-        .bind(&ids)
-        .bind(&subjects)
-        .bind(&bodies)
         .execute(conn)
         .await?;
         Ok(())
@@ -134,10 +157,12 @@ impl Published {
     /// Marks the rows published and commits.
     pub async fn mark(mut self) -> Result<usize, BusError> {
         if !self.ids.is_empty() {
-            sqlx::query("UPDATE eventbus.outbox SET published_at = now() WHERE id = ANY($1)")
-                .bind(&self.ids)
-                .execute(&mut *self.tx)
-                .await?;
+            sqlx::query!(
+                "UPDATE eventbus.outbox SET published_at = now() WHERE id = ANY($1)",
+                &self.ids,
+            )
+            .execute(&mut *self.tx)
+            .await?;
         }
         self.tx.commit().await?;
         Ok(self.ids.len())
@@ -153,11 +178,6 @@ impl Relay {
             batch: 1000,
             idle: Duration::from_millis(100),
         }
-    }
-
-    pub fn with_batch(mut self, batch: i64) -> Relay {
-        self.batch = batch.max(1);
-        self
     }
 
     /// Publishes pending events until `shutdown` resolves. Errors (NATS or the database
@@ -210,20 +230,23 @@ impl Relay {
     /// [`Published::mark`].
     pub async fn publish_pending(&self) -> Result<Option<Published>, BusError> {
         let mut tx = self.pool.begin().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(RELAY_LOCK)
-            .fetch_one(&mut *tx)
-            .await?;
+        let locked = sqlx::query_scalar!(
+            r#"SELECT pg_try_advisory_xact_lock($1) AS "locked!""#,
+            RELAY_LOCK
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         if !locked {
             return Ok(None);
         }
-        let rows: Vec<(i64, Uuid, String, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, event_id, subject, envelope FROM eventbus.outbox
-             WHERE published_at IS NULL
-               AND writer_xid < pg_snapshot_xmin(pg_current_snapshot())
-             ORDER BY id LIMIT $1",
+        let rows = sqlx::query!(
+            r#"SELECT id, event_id, subject, envelope, trace_context::text AS "trace_context!"
+               FROM eventbus.outbox
+               WHERE published_at IS NULL
+                 AND writer_xid < pg_snapshot_xmin(pg_current_snapshot())
+               ORDER BY id LIMIT $1"#,
+            self.batch,
         )
-        .bind(self.batch)
         .fetch_all(&mut *tx)
         .await?;
 
@@ -231,21 +254,21 @@ impl Relay {
         // connection keeps them in order.
         let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(rows.len());
         let mut ids = Vec::with_capacity(rows.len());
-        for (id, event_id, subject, body) in rows {
+        for row in rows {
             let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", event_id.to_string().as_str());
-            if let Ok(envelope) = Envelope::decode(body.as_slice()) {
-                for (key, value) in &envelope.trace_context {
-                    headers.insert(key.as_str(), value.as_str());
-                }
+            headers.insert("Nats-Msg-Id", row.event_id.to_string().as_str());
+            let trace: HashMap<String, String> =
+                serde_json::from_str(&row.trace_context).unwrap_or_default();
+            for (key, value) in &trace {
+                headers.insert(key.as_str(), value.as_str());
             }
             let ack = self
                 .js
-                .publish_with_headers(subject, headers, Bytes::from(body))
+                .publish_with_headers(row.subject, headers, Bytes::from(row.envelope))
                 .await
                 .map_err(BusError::nats)?;
             acks.push(ack);
-            ids.push(id);
+            ids.push(row.id);
         }
         for ack in acks {
             ack.await.map_err(BusError::nats)?;
@@ -253,9 +276,36 @@ impl Relay {
         Ok(Some(Published { tx, ids }))
     }
 
+    /// Publishes until nothing is left unpublished (rows still invisible to the relay
+    /// because an older transaction runs are waited for, polling), or `timeout` passes.
+    /// For one-shot commands that must not end before their events are out.
+    pub async fn publish_all(&self, timeout: Duration) -> Result<usize, BusError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut published = 0;
+        loop {
+            if let Some(batch) = self.publish_pending().await? {
+                published += batch.mark().await?;
+            }
+            let pending = sqlx::query_scalar!(
+                r#"SELECT count(*) AS "pending!" FROM eventbus.outbox WHERE published_at IS NULL"#
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            if pending == 0 {
+                return Ok(published);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BusError::Nats(format!(
+                    "{pending} events still unpublished after {timeout:?}"
+                )));
+            }
+            tokio::time::sleep(self.idle).await;
+        }
+    }
+
     /// Forgets events published more than a day ago.
     async fn cleanup(&self) -> Result<(), sqlx::Error> {
-        sqlx::query(
+        sqlx::query!(
             "DELETE FROM eventbus.outbox
              WHERE published_at IS NOT NULL AND published_at < now() - interval '1 day'",
         )

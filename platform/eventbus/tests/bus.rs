@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use popug_eventbus::{
-    Bus, Consumer, ConsumerConfig, DeadLetter, Envelope, HandleError, Handler, Outbox, Relay,
-    Topology, catalog, schema,
+    Bus, Consumer, ConsumerConfig, DeadLetter, Effect, Envelope, HandleError, Handler, Outbox,
+    Relay, Stateless, Topology, Transactional, schema,
 };
+use popug_proto::catalog;
 use popug_proto::popug::account::v1::{AccountCreated, AccountSnapshot};
 use prost::Message;
 use sqlx::{PgConnection, PgPool};
@@ -233,10 +234,7 @@ impl Handler for Recorder {
     ) -> Result<(), HandleError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         if !catalog::is::<AccountCreated>(envelope) {
-            return Err(HandleError::Permanent(format!(
-                "unknown event {} v{}",
-                envelope.name, envelope.version
-            )));
+            return Err(catalog::Unreadable::unknown(envelope).into());
         }
         let event = catalog::open::<AccountCreated>(envelope)?;
         sqlx::query("INSERT INTO effects (event_id, username) VALUES ($1, $2)")
@@ -257,7 +255,9 @@ impl Handler for Recorder {
     }
 }
 
-async fn consumer(f: &Fixture, fail_first: usize) -> (Consumer<Recorder>, Arc<AtomicUsize>) {
+type RecorderConsumer = Consumer<Transactional<Recorder>>;
+
+async fn consumer(f: &Fixture, fail_first: usize) -> (RecorderConsumer, Arc<AtomicUsize>) {
     let attempts = Arc::new(AtomicUsize::new(0));
     let mut config = ConsumerConfig::new("recorder", Bus::Account);
     config.retry_delay = Duration::from_millis(50);
@@ -268,16 +268,16 @@ async fn consumer(f: &Fixture, fail_first: usize) -> (Consumer<Recorder>, Arc<At
     };
     let c = Consumer::bind(
         f.js.clone(),
-        f.pool.clone(),
         f.topology.clone(),
         config,
-        handler,
+        Transactional::new(f.pool.clone(), handler),
     )
     .await
     .unwrap();
     (c, attempts)
 }
 
+// The test's own table: not in any migration, so not checked at compile time.
 async fn effects(pool: &PgPool) -> Vec<String> {
     sqlx::query_scalar("SELECT username FROM effects ORDER BY username")
         .fetch_all(pool)
@@ -285,13 +285,22 @@ async fn effects(pool: &PgPool) -> Vec<String> {
         .unwrap()
 }
 
-async fn drain(c: &Consumer<Recorder>, pool: &PgPool, expected: usize) -> Vec<String> {
-    popug_testkit::eventually(Duration::from_secs(10), "effects applied", || async {
+/// A recorder consumer (failing its first `fail_first` attempts) polled until the effects
+/// are `expected`; with how many attempts its handler saw.
+async fn consumed(
+    f: &Fixture,
+    fail_first: usize,
+    expected: &[&str],
+) -> (RecorderConsumer, Arc<AtomicUsize>) {
+    let (c, attempts) = consumer(f, fail_first).await;
+    let applied = popug_testkit::eventually(Duration::from_secs(10), "effects applied", || async {
         let _ = c.poll_once().await.unwrap();
-        let done = effects(pool).await;
-        (done.len() >= expected).then_some(done)
+        let done = effects(&f.pool).await;
+        (done.len() >= expected.len()).then_some(done)
     })
-    .await
+    .await;
+    assert_eq!(applied, expected);
+    (c, attempts)
 }
 
 #[tokio::test]
@@ -310,16 +319,12 @@ async fn a_redelivered_event_is_applied_once() {
         .await
         .unwrap();
 
-    let (c, attempts) = consumer(&f, 0).await;
-    assert_eq!(drain(&c, &f.pool, 1).await, ["dup"]);
+    let (c, attempts) = consumed(&f, 0, &["dup"]).await;
     // Both copies consumed and acked, still one effect.
     let _ = c.poll_once().await.unwrap();
     assert_eq!(effects(&f.pool).await, ["dup"]);
-    assert_eq!(
-        attempts.load(Ordering::SeqCst),
-        1,
-        "the copy never reached the handler"
-    );
+    let seen = attempts.load(Ordering::SeqCst);
+    assert_eq!(seen, 1, "the copy never reached the handler");
 }
 
 #[tokio::test]
@@ -327,13 +332,9 @@ async fn a_consumer_that_crashes_before_commit_gets_the_event_again_and_applies_
     let f = fixture().await;
     write_events(&f, &["retry"]).await;
     relay_all(&f).await;
-    let (c, attempts) = consumer(&f, 1).await;
-    assert_eq!(drain(&c, &f.pool, 1).await, ["retry"]);
-    assert_eq!(
-        attempts.load(Ordering::SeqCst),
-        2,
-        "first attempt rolled back, second applied"
-    );
+    let (_, attempts) = consumed(&f, 1, &["retry"]).await;
+    let seen = attempts.load(Ordering::SeqCst);
+    assert_eq!(seen, 2, "first attempt rolled back, second applied");
 }
 
 #[tokio::test]
@@ -346,21 +347,11 @@ async fn poison_goes_to_the_dead_letter_stream_and_the_consumer_carries_on() {
         .await
         .unwrap();
     // An envelope of an unknown version.
-    let mut future = popug_eventbus::envelope("test", "k", &created("future"));
-    future.version = 99;
-    f.js.publish(
-        f.topology.subject("account.created"),
-        future.encode_to_vec().into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    publish_from_the_future(&f).await;
     write_events(&f, &["good"]).await;
     relay_all(&f).await;
 
-    let (c, _) = consumer(&f, 0).await;
-    assert_eq!(drain(&c, &f.pool, 1).await, ["good"]);
+    consumed(&f, 0, &["good"]).await;
 
     let letters: Vec<DeadLetter> = read_stream(&f, Bus::DeadLetter)
         .await
@@ -376,4 +367,75 @@ async fn poison_goes_to_the_dead_letter_stream_and_the_consumer_carries_on() {
     assert_eq!(letters[0].original.as_ref(), b"garbage");
     assert!(letters[1].reason.contains("v99"), "{}", letters[1].reason);
     assert!(letters.iter().all(|l| l.consumer == "recorder"));
+}
+
+/// Publishes an `account.created` of a version no consumer knows (99).
+async fn publish_from_the_future(f: &Fixture) {
+    let mut future = popug_eventbus::envelope("test", "k", &created("future"));
+    future.version = 99;
+    let subject = f.topology.subject("account.created");
+    let ack = f.js.publish(subject, future.encode_to_vec().into()).await;
+    ack.unwrap().await.unwrap();
+}
+
+/// Remembers the usernames it saw; refuses every event but account.created v1.
+#[derive(Clone, Default)]
+struct Names(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Effect for Names {
+    async fn apply(&self, envelopes: &[Envelope]) -> Result<(), HandleError> {
+        let mut seen = Vec::new();
+        for envelope in envelopes {
+            if !catalog::is::<AccountCreated>(envelope) {
+                return Err(catalog::Unreadable::unknown(envelope).into());
+            }
+            let event = catalog::open::<AccountCreated>(envelope)?;
+            seen.push(event.account.unwrap_or_default().username);
+        }
+        self.0.lock().unwrap().extend(seen);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_stateless_consumer_applies_what_it_can_and_dead_letters_the_rest() {
+    let f = fixture().await;
+    write_events(&f, &["first"]).await;
+    publish_from_the_future(&f).await;
+    relay_all(&f).await;
+    write_events(&f, &["second"]).await;
+    relay_all(&f).await;
+
+    let names = Names::default();
+    let mut config = ConsumerConfig::new("names", Bus::Account);
+    config.fetch_wait = Duration::from_millis(200);
+    let c = Consumer::bind(
+        f.js.clone(),
+        f.topology.clone(),
+        config,
+        Stateless(names.clone()),
+    )
+    .await
+    .unwrap();
+    popug_testkit::eventually(Duration::from_secs(10), "both accounts seen", || async {
+        let _ = c.poll_once().await.unwrap();
+        let seen = names.0.lock().unwrap().clone();
+        (seen.len() >= 2).then_some(())
+    })
+    .await;
+    let mut seen = names.0.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["first", "second"],
+        "the refused event stopped nothing"
+    );
+    let letters: Vec<DeadLetter> = read_stream(&f, Bus::DeadLetter)
+        .await
+        .iter()
+        .map(|m| DeadLetter::decode(m.payload.as_ref()).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].consumer, "names");
+    assert!(letters[0].reason.contains("v99"), "{}", letters[0].reason);
 }

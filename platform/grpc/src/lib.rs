@@ -2,9 +2,9 @@
 //!
 //! [`serve`] takes the service's routes, its bound listener and a shutdown future (so
 //! tests drive it) and adds what every service needs: `grpc.health.v1` health (each
-//! named service SERVING, NOT_SERVING while draining), server reflection over the
-//! PopugJira descriptors (grpcurl `list`/`describe`), a span per request parented on the
-//! caller's `traceparent`, and the access-token check.
+//! named service SERVING, NOT_SERVING while draining), server reflection of the services
+//! it serves (grpcurl `list`/`describe`), a span per request parented on the caller's
+//! `traceparent`, and the per-RPC access check.
 
 use std::future::Future;
 use std::time::Duration;
@@ -21,9 +21,7 @@ pub use popug_auth::AuthLayer;
 pub struct ServeOptions {
     /// Fully qualified names of the services in the routes, reported by health.
     pub service_names: Vec<&'static str>,
-    /// Descriptor sets offered by reflection.
-    pub file_descriptor_sets: Vec<&'static [u8]>,
-    /// The access-token check in front of every RPC but the public ones.
+    /// The per-RPC access check (the policies declared in `proto/`).
     pub auth: AuthLayer,
 }
 
@@ -41,14 +39,19 @@ pub async fn serve(
             .await;
     }
 
-    // Health is described too, so `grpcurl list` shows it and `describe` works on it.
+    // Reflection lists the services served here and health (so `grpcurl list` shows it
+    // and `describe` works on it), not every service the descriptors know.
     let mut reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        .register_encoded_file_descriptor_set(popug_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health");
     let mut reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    for set in &options.file_descriptor_sets {
-        reflection = reflection.register_encoded_file_descriptor_set(set);
-        reflection_alpha = reflection_alpha.register_encoded_file_descriptor_set(set);
+        .register_encoded_file_descriptor_set(popug_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health");
+    for name in &options.service_names {
+        reflection = reflection.with_service_name(*name);
+        reflection_alpha = reflection_alpha.with_service_name(*name);
     }
     let reflection = reflection.build_v1().map_err(reflection_error)?;
     // Older grpcurl and grpcui only speak v1alpha.
@@ -59,6 +62,11 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(reflection_alpha);
 
+    tracing::info!(
+        addr = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+        services = ?options.service_names,
+        "serving gRPC"
+    );
     let names = options.service_names.clone();
     let shutdown = async move {
         shutdown.await;
@@ -108,6 +116,15 @@ fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
     );
     popug_telemetry::extract_headers(&span, request.headers());
     span
+}
+
+/// A protobuf timestamp of `at`.
+pub fn timestamp(at: time::OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.unix_timestamp(),
+        // Always in 0..1e9.
+        nanos: at.nanosecond() as i32,
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

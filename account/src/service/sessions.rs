@@ -1,0 +1,144 @@
+//! Sessions: login, refresh with rotation and reuse detection, logout. A refresh token is
+//! opaque and single use; each login starts a family of them.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use popug_auth::Claims;
+use popug_proto::popug::account::v1 as pb;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::Accounts;
+use crate::error::Error;
+use crate::password;
+use crate::store::accounts::{self as store, AccountRow};
+use crate::store::sessions::{self, RefreshRow};
+
+const INVALID_LOGIN: &str = "invalid username or password";
+const INVALID_REFRESH: &str = "invalid or expired refresh token";
+
+fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+impl Accounts {
+    /// Username and password for a token pair. Unknown user, wrong password and
+    /// inactive account all answer the same, after the same amount of hashing.
+    pub async fn login(&self, username: &str, password: &str) -> Result<pb::TokenPair, Error> {
+        if username.is_empty() {
+            return Err(Error::invalid("username", "is required"));
+        }
+        if password.is_empty() {
+            return Err(Error::invalid("password", "is required"));
+        }
+        if username.len() > 64 || password.len() > 512 {
+            return Err(Error::Unauthenticated(INVALID_LOGIN));
+        }
+        let mut conn = self.pool.acquire().await?;
+        let row = store::by_username(&mut conn, username).await?;
+        drop(conn);
+        let hash = row
+            .as_ref()
+            .map_or_else(|| self.dummy_hash.clone(), |r| r.password_hash.clone());
+        let matches = password::verify(password.to_owned(), hash).await?;
+        let row = match row {
+            Some(row) if matches && row.active => row,
+            _ => return Err(Error::Unauthenticated(INVALID_LOGIN)),
+        };
+        let mut tx = self.pool.begin().await?;
+        let pair = self.issue(&mut tx, &row, Uuid::new_v4()).await?;
+        tx.commit().await?;
+        tracing::info!(account = %row.id, "logged in");
+        Ok(pair)
+    }
+
+    /// Spends a refresh token for a new pair. A spent token presented again revokes
+    /// its whole family (someone has a copy).
+    pub async fn refresh(&self, refresh_token: &str) -> Result<pb::TokenPair, Error> {
+        if refresh_token.is_empty() {
+            return Err(Error::invalid("refresh_token", "is required"));
+        }
+        let hash = token_hash(refresh_token);
+        let mut tx = self.pool.begin().await?;
+        let found = sessions::for_update(&mut tx, &hash).await?;
+        let Some(RefreshRow {
+            family_id: family,
+            account_id: account,
+            expires_at,
+            used_at,
+            revoked_at,
+        }) = found
+        else {
+            return Err(Error::Unauthenticated(INVALID_REFRESH));
+        };
+        if revoked_at.is_some() || expires_at <= OffsetDateTime::now_utc() {
+            return Err(Error::Unauthenticated(INVALID_REFRESH));
+        }
+        if used_at.is_some() {
+            sessions::revoke_family(&mut tx, family).await?;
+            tx.commit().await?;
+            tracing::warn!(%account, %family, "refresh token reused; session chain revoked");
+            return Err(Error::Unauthenticated(
+                "refresh token reuse detected; session revoked",
+            ));
+        }
+        sessions::mark_used(&mut tx, &hash).await?;
+        let row = store::by_id(&mut tx, account)
+            .await?
+            .ok_or(Error::NotFound("account"))?;
+        if !row.active {
+            sessions::revoke_family(&mut tx, family).await?;
+            tx.commit().await?;
+            return Err(Error::Unauthenticated(INVALID_REFRESH));
+        }
+        let pair = self.issue(&mut tx, &row, family).await?;
+        tx.commit().await?;
+        Ok(pair)
+    }
+
+    /// Revokes the refresh token's family. Unknown tokens are accepted silently.
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), Error> {
+        if refresh_token.is_empty() {
+            return Err(Error::invalid("refresh_token", "is required"));
+        }
+        let mut conn = self.pool.acquire().await?;
+        sessions::revoke_family_of(&mut conn, &token_hash(refresh_token)).await?;
+        Ok(())
+    }
+
+    /// A new access token and a new refresh token in `family`.
+    pub(super) async fn issue(
+        &self,
+        conn: &mut PgConnection,
+        row: &AccountRow,
+        family: Uuid,
+    ) -> Result<pb::TokenPair, Error> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let access_ttl = self.tokens.access_ttl.as_secs() as i64;
+        let refresh_ttl = self.tokens.refresh_ttl.as_secs() as i64;
+        // The token says about its holder what the account events say.
+        let claims = Claims::for_account(
+            crate::events::snapshot(row),
+            &self.tokens.issuer,
+            &self.tokens.audience,
+            now,
+            access_ttl,
+        );
+        let access_token = self.keys.sign(&claims)?;
+        let mut secret = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut secret);
+        let refresh_token = URL_SAFE_NO_PAD.encode(secret);
+        let hash = token_hash(&refresh_token);
+        sessions::insert(conn, &hash, family, row.id, self.tokens.refresh_ttl).await?;
+        Ok(pb::TokenPair {
+            access_token,
+            expires_in: access_ttl,
+            refresh_token,
+            refresh_expires_in: refresh_ttl,
+            token_type: "Bearer".into(),
+        })
+    }
+}

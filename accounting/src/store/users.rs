@@ -1,0 +1,30 @@
+//! Accounting's copy of the users, built only from the account bus (name and e-mail for
+//! payout mails).
+
+use popug_auth::Role;
+use popug_service::AccountUser;
+use sqlx::PgConnection;
+
+/// Inserts the user, or overwrites it when `version` is newer than the stored one.
+/// Returns whether the row changed.
+pub async fn apply(conn: &mut PgConnection, user: &AccountUser<'_>) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query!(
+        "INSERT INTO users (id, username, name, email, role, active, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (id) DO UPDATE SET
+             username = EXCLUDED.username, name = EXCLUDED.name, email = EXCLUDED.email,
+             role = EXCLUDED.role, active = EXCLUDED.active, version = EXCLUDED.version,
+             updated_at = now()
+         WHERE users.version < EXCLUDED.version",
+        user.id,
+        user.username,
+        user.name,
+        user.email,
+        user.role as Role,
+        user.active,
+        user.version,
+    )
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}

@@ -1,0 +1,104 @@
+//! Connecting a service to what it runs on: its database (migrated: the service's own
+//! migrations and the event bus's) and NATS JetStream (the streams created or updated).
+
+use std::net::SocketAddr;
+
+use async_nats::jetstream;
+use popug_eventbus::{Outbox, Relay, Topology};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+
+use crate::cli::Config;
+use crate::settings::{BusSettings, Common, DatabaseSettings};
+
+/// A connected service: its pool, JetStream and the names of the buses.
+#[derive(Clone)]
+pub struct Infra {
+    pub pool: PgPool,
+    pub js: jetstream::Context,
+    pub topology: Topology,
+}
+
+/// A service connected (database migrated, buses ready) and bound to its gRPC port: what
+/// `build` makes before anything runs.
+pub struct Built {
+    pub infra: Infra,
+    pub grpc: TcpListener,
+}
+
+impl Built {
+    /// Validates `settings`, connects as [`connect`] does and binds the gRPC port.
+    pub async fn new(settings: &impl Config, migrator: &Migrator) -> anyhow::Result<Built> {
+        settings.validate()?;
+        let common = settings
+            .common()
+            .ok_or_else(|| anyhow::anyhow!("a service without a database has nothing to build"))?;
+        let infra = connect(common, migrator).await?;
+        Built::bind(infra, common.grpc_addr).await
+    }
+
+    /// Binds `addr` (port 0 picks a free one) for a service already connected.
+    pub async fn bind(infra: Infra, addr: SocketAddr) -> anyhow::Result<Built> {
+        let grpc = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        Ok(Built { infra, grpc })
+    }
+
+    /// The address gRPC is served on.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+}
+
+impl Infra {
+    /// The relay of this service's `outbox` (one publishes at a time, across replicas).
+    pub fn relay(&self, outbox: &Outbox) -> Relay {
+        Relay::new(self.pool.clone(), self.js.clone(), outbox)
+    }
+}
+
+/// Connects to the database and applies every migration: the service's (`migrator`) and
+/// the event bus's. What `build` and the `migrate` command do.
+pub async fn database(settings: &DatabaseSettings, migrator: &Migrator) -> anyhow::Result<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect(&settings.url)
+        .await
+        .map_err(|e| anyhow::anyhow!("database unreachable: {e}"))?;
+    // `run_direct` on a connection: `run(&pool)` makes a future the compiler cannot show
+    // to be `Send` inside a service's `impl Future + Send`.
+    let mut conn = pool.acquire().await?;
+    migrator
+        .run_direct(&mut *conn)
+        .await
+        .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+    drop(conn);
+    popug_eventbus::schema::migrate(&pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("event bus migration failed: {e}"))?;
+    Ok(pool)
+}
+
+/// JetStream on `settings.nats_url`, with every stream created or brought up to date.
+pub async fn bus(settings: &BusSettings) -> anyhow::Result<(jetstream::Context, Topology)> {
+    let client = async_nats::connect(&settings.nats_url)
+        .await
+        .map_err(|e| anyhow::anyhow!("NATS unreachable at {}: {e}", settings.nats_url))?;
+    let js = jetstream::new(client);
+    let topology = Topology::new(&settings.stream_prefix)?;
+    topology.ensure_streams(&js).await?;
+    Ok((js, topology))
+}
+
+/// The database and the buses of `common`.
+pub async fn connect(common: &Common, migrator: &Migrator) -> anyhow::Result<Infra> {
+    let pool = database(&common.database, migrator).await?;
+    let (js, topology) = bus(&common.bus).await?;
+    Ok(Infra { pool, js, topology })
+}

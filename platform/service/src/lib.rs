@@ -1,0 +1,41 @@
+//! The skeleton every PopugJira service starts from, so a service's own startup keeps only
+//! its own wiring.
+//!
+//! - [`env`] — the one environment reader (`<SERVICE>__<NAME>` over defaults)
+//! - [`settings`] — the settings every service shares (database, buses, tokens), validated
+//! - [`connect`] — connect-and-migrate, JetStream and the streams
+//! - [`workers`] — background workers under one cancellation, joined with errors logged
+//! - [`cli`] — `serve`, `migrate` and a service's own commands
+//! - [`users`] — the copy of the users a service keeps from the account bus
+
+pub mod cli;
+pub mod connect;
+pub mod env;
+pub mod settings;
+pub mod users;
+pub mod workers;
+
+pub use cli::{Config, Service, Shutdown, main};
+pub use connect::{Built, Infra};
+pub use env::{ConfigError, Env};
+pub use settings::{BusSettings, Common, DatabaseSettings, TokenSettings};
+pub use users::{AccountBus, AccountUser, UserCopy};
+pub use workers::Workers;
+
+use std::sync::Arc;
+
+use popug_auth::{AuthLayer, Authenticator, HttpJwks, PolicyTable, Verifier, VerifierConfig};
+
+/// The per-RPC access check of a service that verifies tokens with Account's JWKS over
+/// HTTP: the policies declared in `proto/`, enforced by the same code as at the gateway.
+pub fn auth_layer(tokens: &TokenSettings) -> anyhow::Result<AuthLayer> {
+    let jwks = HttpJwks::new(&tokens.jwks_url).map_err(anyhow::Error::msg)?;
+    let verifier = Verifier::new(
+        VerifierConfig::new(&tokens.issuer, &tokens.audience),
+        Arc::new(jwks),
+    );
+    Ok(AuthLayer::new(
+        Arc::new(Authenticator::new(Arc::new(verifier))),
+        PolicyTable::popug()?,
+    ))
+}

@@ -1,0 +1,557 @@
+//! The test mesh: Account, TaskKeeper, Accounting and the Gateway started in-process (port
+//! 0, a fresh database each, one unique stream prefix, real PostgreSQL, NATS and Redis),
+//! for the integration tests in `tests/` and for the benchmarks. The services' settings
+//! are written here once; a test tweaks what it needs.
+//!
+//! ```text
+//! let mesh = Mesh::builder().taskkeeper().accounting().start().await;
+//! let worker = mesh.user("kesha", Role::Worker).await;
+//! ```
+//!
+//! - [`smtp`] — an SMTP sink that keeps every mail it is sent
+//! - [`call`] — request helpers: bearer tokens, status checks, paging, raw calls by path
+
+#![allow(clippy::unwrap_used)] // Test support: a failure should stop the test loudly.
+
+pub mod call;
+pub mod smtp;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use popug_eventbus::{Bus, Envelope, Topology};
+use popug_proto::popug::account::v1 as account_pb;
+use popug_proto::popug::account::v1::account_service_client::AccountServiceClient;
+use popug_service::{BusSettings, Common, DatabaseSettings, Service, TokenSettings};
+use prost::Message;
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+pub use call::with_token;
+pub use smtp::Sink;
+
+/// Password of the bootstrap admin every mesh starts with.
+pub const ADMIN_PASSWORD: &str = "admin-password";
+pub const ISSUER: &str = "test-issuer";
+pub const AUDIENCE: &str = "test-audience";
+/// How long a test waits for something asynchronous (an event applied, a mail sent).
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// What every service of a mesh shares: its gRPC port is picked by the OS.
+fn common(database_url: String, prefix: &str, jwks_url: &str) -> Common {
+    Common {
+        grpc_addr: ([127, 0, 0, 1], 0).into(),
+        database: DatabaseSettings {
+            max_connections: 8,
+            ..DatabaseSettings::new(database_url)
+        },
+        bus: BusSettings::new(popug_testkit::nats_url(), prefix),
+        tokens: TokenSettings {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            jwks_url: jwks_url.into(),
+        },
+    }
+}
+
+pub fn account_settings(database_url: String, prefix: &str) -> account::Settings {
+    account::Settings {
+        common: common(database_url, prefix, TokenSettings::DEFAULT_JWKS_URL),
+        http_addr: ([127, 0, 0, 1], 0).into(),
+        access_ttl: Duration::from_secs(300),
+        refresh_ttl: Duration::from_secs(3600),
+        bootstrap_admin: Some(account::config::BootstrapAdmin {
+            username: "admin".into(),
+            password: ADMIN_PASSWORD.into(),
+            email: "admin@test.example".into(),
+        }),
+        signing_key_file: None,
+        key_reload_interval: Duration::from_secs(3600),
+    }
+}
+
+pub fn taskkeeper_settings(database_url: String, prefix: &str, jwks: &str) -> taskkeeper::Settings {
+    taskkeeper::Settings {
+        common: common(database_url, prefix, jwks),
+        reassign_chunk_size: 1000,
+    }
+}
+
+pub fn accounting_settings(
+    database_url: String,
+    prefix: &str,
+    jwks: &str,
+    smtp_port: u16,
+) -> accounting::Settings {
+    accounting::Settings {
+        common: common(database_url, prefix, jwks),
+        clock: accounting::domain::BillingClock::new(Duration::ZERO),
+        close_check_interval: None,
+        smtp_host: "127.0.0.1".into(),
+        smtp_port,
+        smtp_from: "Accounting <accounting@test.example>".into(),
+        mail_retry_base: Duration::from_millis(200),
+        mail_max_attempts: 50,
+        mail_poll_interval: Duration::from_millis(50),
+    }
+}
+
+/// The gateway in front of `upstreams` (Account, TaskKeeper, Accounting URLs).
+pub fn gateway_settings(prefix: &str, upstreams: [String; 3], jwks: &str) -> gateway::Settings {
+    let [account_url, taskkeeper_url, accounting_url] = upstreams;
+    gateway::Settings {
+        listen_addr: ([127, 0, 0, 1], 0).into(),
+        account_url,
+        taskkeeper_url,
+        accounting_url,
+        tokens: TokenSettings {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            jwks_url: jwks.into(),
+        },
+        bus: BusSettings::new(popug_testkit::nats_url(), prefix),
+        default_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_millis(500),
+        max_message_bytes: 1024 * 1024,
+        rate_limit_per_sec: 0.0,
+        rate_limit_burst: 1.0,
+        web_dir: std::env::temp_dir().join("popug-no-web"),
+        redis_url: None,
+        cache_prefix: format!("{prefix}:gw:"),
+        cache_ttl: Duration::from_secs(3600),
+    }
+}
+
+type Tweak<S> = Box<dyn FnOnce(&mut S) + Send>;
+
+/// Which services a mesh runs beside Account, and how they are set up.
+#[derive(Default)]
+pub struct MeshBuilder {
+    account: Option<Tweak<account::Settings>>,
+    taskkeeper: Option<Tweak<taskkeeper::Settings>>,
+    accounting: Option<Tweak<accounting::Settings>>,
+    gateway: Option<Tweak<gateway::Settings>>,
+    smtp: bool,
+}
+
+impl MeshBuilder {
+    /// Changes Account's settings (it always runs: it issues the tokens).
+    pub fn account_with(
+        mut self,
+        tweak: impl FnOnce(&mut account::Settings) + Send + 'static,
+    ) -> Self {
+        self.account = Some(Box::new(tweak));
+        self
+    }
+
+    pub fn taskkeeper(self) -> Self {
+        self.taskkeeper_with(|_| {})
+    }
+
+    pub fn taskkeeper_with(
+        mut self,
+        tweak: impl FnOnce(&mut taskkeeper::Settings) + Send + 'static,
+    ) -> Self {
+        self.taskkeeper = Some(Box::new(tweak));
+        self
+    }
+
+    pub fn accounting(self) -> Self {
+        self.accounting_with(|_| {})
+    }
+
+    pub fn accounting_with(
+        mut self,
+        tweak: impl FnOnce(&mut accounting::Settings) + Send + 'static,
+    ) -> Self {
+        self.accounting = Some(Box::new(tweak));
+        self
+    }
+
+    /// The gateway in front of whatever runs; a service that does not run is a closed
+    /// port behind it.
+    pub fn gateway(self) -> Self {
+        self.gateway_with(|_| {})
+    }
+
+    pub fn gateway_with(
+        mut self,
+        tweak: impl FnOnce(&mut gateway::Settings) + Send + 'static,
+    ) -> Self {
+        self.gateway = Some(Box::new(tweak));
+        self
+    }
+
+    /// Payout e-mails go to an SMTP [`Sink`] (otherwise to a closed port).
+    pub fn smtp(mut self) -> Self {
+        self.smtp = true;
+        self
+    }
+
+    pub async fn start(self) -> Mesh {
+        Mesh::start(self).await
+    }
+}
+
+/// TaskKeeper as a test sees it.
+pub struct TaskKeeperNode {
+    pub channel: Channel,
+    pub addr: SocketAddr,
+    /// Its database, for checks of what it stored.
+    pub pool: PgPool,
+    pub tasks: Arc<taskkeeper::service::Tasks>,
+}
+
+/// Accounting as a test sees it.
+pub struct AccountingNode {
+    pub channel: Channel,
+    pub addr: SocketAddr,
+    pub pool: PgPool,
+    pub database_url: String,
+    pub service: Arc<accounting::service::Accounting>,
+    /// The task/reassign handler, for delivering hand-made events.
+    pub ledger: accounting::events::Ledger,
+    /// The settings it runs with (for a second replica).
+    pub settings: accounting::Settings,
+}
+
+/// The gateway as a test sees it.
+pub struct GatewayNode {
+    pub channel: Channel,
+    pub addr: SocketAddr,
+    pub cache: Arc<gateway::cache::Cache>,
+}
+
+/// A running mesh. Dropping it stops every service.
+pub struct Mesh {
+    pub prefix: String,
+    pub topology: Topology,
+    pub js: async_nats::jetstream::Context,
+    pub account: Channel,
+    pub account_addr: SocketAddr,
+    pub account_pool: PgPool,
+    pub accounts: Arc<account::service::Accounts>,
+    /// Account's JWKS document.
+    pub jwks_url: String,
+    pub taskkeeper: Option<TaskKeeperNode>,
+    pub accounting: Option<AccountingNode>,
+    pub gateway: Option<GatewayNode>,
+    pub smtp: Option<Sink>,
+    /// The bootstrap admin's access token.
+    pub admin: String,
+    stops: HashMap<&'static str, oneshot::Sender<()>>,
+}
+
+/// A user created through Account, signed in.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: Uuid,
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+}
+
+pub async fn connect(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// An address nothing listens on: a service that is down.
+pub fn closed_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Waits (at most [`WAIT`], as `what`) until `sql`, a `SELECT count(*) …` against a
+/// service's database, counts `n`. Test SQL: not checked at compile time.
+pub async fn wait_for_count(pool: &PgPool, what: &str, sql: &str, n: i64) {
+    popug_testkit::eventually(WAIT, what, || async {
+        let count: i64 = sqlx::query_scalar(sql).fetch_one(pool).await.unwrap();
+        (count == n).then_some(())
+    })
+    .await;
+}
+
+impl Mesh {
+    pub fn builder() -> MeshBuilder {
+        MeshBuilder::default()
+    }
+
+    /// Runs `app` until [`Mesh::stop`] names it or the mesh is dropped.
+    fn run<S: Service>(&mut self, name: &'static str, app: S) {
+        let (stop, stopped) = oneshot::channel::<()>();
+        self.stops.insert(name, stop);
+        tokio::spawn(app.run_until_stopped(Box::pin(async move {
+            let _ = stopped.await;
+        })));
+    }
+
+    /// Stops one service (`account`, `taskkeeper`, `accounting`, `gateway`) as a clean
+    /// shutdown would.
+    pub fn stop(&mut self, name: &str) {
+        if let Some(stop) = self.stops.remove(name) {
+            let _ = stop.send(());
+        }
+    }
+
+    async fn start(builder: MeshBuilder) -> Mesh {
+        let _ = popug_telemetry::init("mesh-tests");
+        let prefix = popug_testkit::unique_prefix();
+        let mut settings = account_settings(popug_testkit::fresh_database().await, &prefix);
+        if let Some(tweak) = builder.account {
+            tweak(&mut settings);
+        }
+        let app = account::Application::build(settings).await.unwrap();
+        let account_addr = app.grpc_addr();
+        let jwks_url = format!("http://{}/.well-known/jwks.json", app.http_addr());
+        let accounts = app.accounts();
+        let mut mesh = Mesh {
+            topology: Topology::new(&prefix).unwrap(),
+            js: popug_testkit::jetstream().await,
+            account: connect(account_addr).await,
+            account_addr,
+            account_pool: accounts.pool.clone(),
+            accounts,
+            jwks_url,
+            taskkeeper: None,
+            accounting: None,
+            gateway: None,
+            smtp: None,
+            admin: String::new(),
+            stops: HashMap::new(),
+            prefix,
+        };
+        mesh.run("account", app);
+
+        if let Some(tweak) = builder.taskkeeper {
+            let database_url = popug_testkit::fresh_database().await;
+            let mut settings = taskkeeper_settings(database_url, &mesh.prefix, &mesh.jwks_url);
+            tweak(&mut settings);
+            let app = taskkeeper::Application::build(settings).await.unwrap();
+            let addr = app.grpc_addr();
+            let tasks = app.tasks();
+            mesh.run("taskkeeper", app);
+            mesh.taskkeeper = Some(TaskKeeperNode {
+                channel: connect(addr).await,
+                addr,
+                pool: tasks.pool.clone(),
+                tasks,
+            });
+        }
+
+        if let Some(tweak) = builder.accounting {
+            let smtp_port = if builder.smtp {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let port = listener.local_addr().unwrap().port();
+                mesh.smtp = Some(Sink::start(listener));
+                port
+            } else {
+                closed_addr().port()
+            };
+            let database_url = popug_testkit::fresh_database().await;
+            let mut settings = accounting_settings(
+                database_url.clone(),
+                &mesh.prefix,
+                &mesh.jwks_url,
+                smtp_port,
+            );
+            tweak(&mut settings);
+            let app = accounting::Application::build(settings.clone())
+                .await
+                .unwrap();
+            let addr = app.grpc_addr();
+            let service = app.accounting();
+            let ledger = app.ledger();
+            mesh.run("accounting", app);
+            mesh.accounting = Some(AccountingNode {
+                channel: connect(addr).await,
+                addr,
+                pool: service.pool.clone(),
+                database_url,
+                service,
+                ledger,
+                settings,
+            });
+        }
+
+        if let Some(tweak) = builder.gateway {
+            let url =
+                |addr: Option<SocketAddr>| format!("http://{}", addr.unwrap_or_else(closed_addr));
+            let upstreams = [
+                url(Some(mesh.account_addr)),
+                url(mesh.taskkeeper.as_ref().map(|n| n.addr)),
+                url(mesh.accounting.as_ref().map(|n| n.addr)),
+            ];
+            let mut settings = gateway_settings(&mesh.prefix, upstreams, &mesh.jwks_url);
+            tweak(&mut settings);
+            let app = gateway::Application::build(settings).await.unwrap();
+            let addr = app.local_addr();
+            let cache = app.cache();
+            mesh.run("gateway", app);
+            mesh.gateway = Some(GatewayNode {
+                channel: connect(addr).await,
+                addr,
+                cache,
+            });
+        }
+
+        mesh.admin = mesh
+            .login("admin", ADMIN_PASSWORD)
+            .await
+            .unwrap()
+            .access_token;
+        mesh
+    }
+
+    pub fn taskkeeper(&self) -> &TaskKeeperNode {
+        self.taskkeeper
+            .as_ref()
+            .expect("the mesh runs no TaskKeeper")
+    }
+
+    pub fn accounting(&self) -> &AccountingNode {
+        self.accounting
+            .as_ref()
+            .expect("the mesh runs no Accounting")
+    }
+
+    pub fn gateway(&self) -> &GatewayNode {
+        self.gateway.as_ref().expect("the mesh runs no gateway")
+    }
+
+    /// Account's `AccountService`, called directly.
+    pub fn accounts_client(&self) -> AccountServiceClient<Channel> {
+        AccountServiceClient::new(self.account.clone())
+    }
+
+    /// Changes an account with `token`'s rights, at Account directly.
+    pub async fn update_account(
+        &self,
+        token: &str,
+        request: account_pb::UpdateAccountRequest,
+    ) -> Result<account_pb::Account, tonic::Status> {
+        let response = self
+            .accounts_client()
+            .update_account(with_token(token, request))
+            .await?;
+        Ok(response.into_inner().account.unwrap())
+    }
+
+    /// Deletes (deactivates) account `id` with `token`'s rights, at Account directly.
+    pub async fn delete_account(
+        &self,
+        token: &str,
+        id: impl ToString,
+    ) -> Result<account_pb::Account, tonic::Status> {
+        let request = account_pb::DeleteAccountRequest { id: id.to_string() };
+        let response = self
+            .accounts_client()
+            .delete_account(with_token(token, request))
+            .await?;
+        Ok(response.into_inner().account.unwrap())
+    }
+
+    /// Logs in at Account directly.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<account_pb::TokenPair, tonic::Status> {
+        let response =
+            account_pb::auth_service_client::AuthServiceClient::new(self.account.clone())
+                .login(account_pb::LoginRequest {
+                    username: username.into(),
+                    password: password.into(),
+                })
+                .await?;
+        Ok(response.into_inner().tokens.unwrap())
+    }
+
+    /// Creates `username` with `role` (as the admin) and logs them in. Their password
+    /// is `<username>-password`, their e-mail `<username>@test.example`.
+    pub async fn user(&self, username: &str, role: account_pb::Role) -> User {
+        let password = format!("{username}-password");
+        let email = format!("{username}@test.example");
+        let request = account_pb::CreateAccountRequest {
+            username: username.into(),
+            name: format!("Popug {username}"),
+            surname: "Popugaev".into(),
+            email: email.clone(),
+            role: role as i32,
+            password: password.clone(),
+            extra_permissions: vec![],
+        };
+        let created = self
+            .accounts_client()
+            .create_account(with_token(&self.admin, request))
+            .await
+            .unwrap()
+            .into_inner()
+            .account
+            .unwrap();
+        let token = self.login(username, &password).await.unwrap().access_token;
+        User {
+            id: created.id.parse().unwrap(),
+            username: username.into(),
+            email,
+            password,
+            token,
+        }
+    }
+
+    /// Waits until TaskKeeper's copy of the users says `id` is (or is no longer)
+    /// assignable.
+    pub async fn assignable_in_taskkeeper(&self, id: Uuid, assignable: bool) {
+        let pool = &self.taskkeeper().pool;
+        popug_testkit::eventually(WAIT, "TaskKeeper's user copy", || async {
+            // The test's view of TaskKeeper's table: not checked at compile time.
+            let seen: Option<bool> =
+                sqlx::query_scalar("SELECT assignable FROM users WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await
+                    .unwrap();
+            (seen == Some(assignable)).then_some(())
+        })
+        .await;
+    }
+
+    /// Every message of `bus` so far, decoded.
+    pub async fn events(&self, bus: Bus) -> Vec<Envelope> {
+        popug_testkit::read_stream(&self.js, &self.topology.stream(bus))
+            .await
+            .iter()
+            .map(|m| Envelope::decode(m.payload.as_ref()).unwrap())
+            .collect()
+    }
+
+    /// Waits until `bus` holds at least `n` messages, then returns them all.
+    pub async fn wait_for_events(&self, bus: Bus, n: usize) -> Vec<Envelope> {
+        let name = self.topology.stream(bus);
+        popug_testkit::eventually(WAIT, "events published", || async {
+            let mut stream = self.js.get_stream(&name).await.unwrap();
+            let count = stream.info().await.unwrap().state.messages as usize;
+            (count >= n).then_some(())
+        })
+        .await;
+        self.events(bus).await
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        for (_, stop) in self.stops.drain() {
+            let _ = stop.send(());
+        }
+    }
+}
