@@ -1,6 +1,7 @@
 // The gateway's services over grpc-web, and the signed-in session: tokens kept in
 // localStorage, refreshed silently before they expire (and once more on UNAUTHENTICATED);
 // when refreshing fails the session ends and the app returns to the login page.
+import { getOption, hasOption, type DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AuthService, type TokenPair } from "./gen/popug/account/v1/auth_pb.js";
@@ -8,6 +9,7 @@ import { AccountService } from "./gen/popug/account/v1/account_pb.js";
 import { TaskService } from "./gen/popug/tasks/v1/tasks_pb.js";
 import { AccountingService } from "./gen/popug/accounting/v1/accounting_pb.js";
 import { AnalyticsService } from "./gen/popug/analytics/v1/analytics_pb.js";
+import { policy } from "./gen/popug/authz/v1/policy_pb.js";
 
 /** What the access token says about its holder (its JWT claims). */
 export interface Claims {
@@ -92,8 +94,20 @@ export function session(): Session | null {
   return current;
 }
 
+/** Whether the signed-in user holds `permission` (for row-level scope: whose data a page
+ * shows; who may call an RPC at all is `mayCall`). */
 export function can(permission: string): boolean {
   return current?.claims.permissions.includes(permission) ?? false;
+}
+
+/** Whether the signed-in user may call `method`: its `(popug.authz.v1.policy)` option in
+ * proto/, decided as the gateway and the services decide it (no policy: nobody). */
+export function mayCall(method: DescMethod): boolean {
+  if (!hasOption(method, policy)) return false;
+  const p = getOption(method, policy);
+  if (p.public) return true;
+  if (!current) return false;
+  return p.anyPermission.length === 0 || p.anyPermission.some(can);
 }
 
 export function onSessionChange(l: (s: Session | null, reason?: string) => void): void {

@@ -7,11 +7,6 @@ export function money(cents: bigint | number): string {
   return n < 0 ? `−${s}` : s;
 }
 
-/** Today's calendar day in UTC, "YYYY-MM-DD" (billing days are UTC days). */
-export function todayUtc(): string {
-  return new Date().toISOString().slice(0, 10);
-}
-
 export function addDays(day: string, delta: number): string {
   const d = new Date(`${day}T00:00:00Z`);
   d.setUTCDate(d.getUTCDate() + delta);

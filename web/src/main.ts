@@ -1,6 +1,11 @@
 // PopugJira in the browser: a tiny path router, role-aware navigation, the pages.
 import "./style.css";
-import { can, logout, onSessionChange, session } from "./api.js";
+import type { DescMethod } from "@bufbuild/protobuf";
+import { logout, mayCall, onSessionChange, session } from "./api.js";
+import { AccountService } from "./gen/popug/account/v1/account_pb.js";
+import { AccountingService } from "./gen/popug/accounting/v1/accounting_pb.js";
+import { AnalyticsService } from "./gen/popug/analytics/v1/analytics_pb.js";
+import { TaskService } from "./gen/popug/tasks/v1/tasks_pb.js";
 import { h, replace } from "./dom.js";
 import { loginPage } from "./pages/login.js";
 import { tasksPage } from "./pages/tasks.js";
@@ -11,16 +16,16 @@ import { accountsPage } from "./pages/accounts.js";
 interface Route {
   path: string;
   title: string;
-  /** Any of these permissions opens the page (empty: anyone signed in). */
-  anyOf: string[];
+  /** The page opens for whoever may call this RPC (its policy in proto/). */
+  needs: DescMethod;
   render: (main: HTMLElement) => void | Promise<void>;
 }
 
 const routes: Route[] = [
-  { path: "/tasks", title: "Tasks", anyOf: [], render: tasksPage },
-  { path: "/accounting", title: "Accounting", anyOf: ["accounting.read_own", "accounting.read_all"], render: accountingPage },
-  { path: "/analytics", title: "Analytics", anyOf: ["analytics.read"], render: analyticsPage },
-  { path: "/accounts", title: "Accounts", anyOf: ["accounts.manage"], render: accountsPage },
+  { path: "/tasks", title: "Tasks", needs: TaskService.method.listTasks, render: tasksPage },
+  { path: "/accounting", title: "Accounting", needs: AccountingService.method.getBalance, render: accountingPage },
+  { path: "/analytics", title: "Analytics", needs: AnalyticsService.method.getDashboard, render: analyticsPage },
+  { path: "/accounts", title: "Accounts", needs: AccountService.method.listAccounts, render: accountsPage },
 ];
 
 const app = document.getElementById("app")!;
@@ -35,7 +40,7 @@ export function navigate(path: string, replaceState = false): void {
 }
 
 function allowed(r: Route): boolean {
-  return r.anyOf.length === 0 || r.anyOf.some(can);
+  return mayCall(r.needs);
 }
 
 function render(): void {

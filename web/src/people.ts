@@ -1,7 +1,7 @@
 // Names for account ids (task assignees, ledger owners), via ListProfiles, cached.
-import { accounts, can } from "./api.js";
-import type { Profile } from "./gen/popug/account/v1/account_pb.js";
-import { ProfileSchema, Role } from "./gen/popug/account/v1/account_pb.js";
+import { accounts, mayCall } from "./api.js";
+import type { Account, Profile } from "./gen/popug/account/v1/account_pb.js";
+import { AccountService, ProfileSchema, Role } from "./gen/popug/account/v1/account_pb.js";
 import { create } from "@bufbuild/protobuf";
 
 const cache = new Map<string, Profile>();
@@ -15,17 +15,24 @@ export async function profiles(ids: Iterable<string>): Promise<Map<string, Profi
     }
   } catch (err) {
     // Admins can still name everyone from the full account list.
-    if (!can("accounts.manage")) throw err;
-    let token = "";
-    do {
-      const res = await accounts.listAccounts({ pageSize: 500, pageToken: token });
-      for (const a of res.accounts) {
-        cache.set(a.id, create(ProfileSchema, { id: a.id, username: a.username, name: a.name, surname: a.surname, role: a.role, active: a.active }));
-      }
-      token = res.nextPageToken;
-    } while (token);
+    if (!mayCall(AccountService.method.listAccounts)) throw err;
+    for (const a of await allAccounts()) {
+      cache.set(a.id, create(ProfileSchema, { id: a.id, username: a.username, name: a.name, surname: a.surname, role: a.role, active: a.active }));
+    }
   }
   return cache;
+}
+
+/** Every account, page by page (admins). */
+export async function allAccounts(): Promise<Account[]> {
+  const all: Account[] = [];
+  let token = "";
+  do {
+    const res = await accounts.listAccounts({ pageSize: 500, pageToken: token });
+    all.push(...res.accounts);
+    token = res.nextPageToken;
+  } while (token);
+  return all;
 }
 
 export function displayName(id: string): string {

@@ -1,13 +1,13 @@
 // Accounting: my balance and my audit log by day; accountants/admins: anyone's balance and
 // log, management earnings today and per day (SVG bars); admins: close the day by hand.
-import { accounting, accounts, can, session } from "../api.js";
+import { accounting, can, mayCall, session } from "../api.js";
 import { busy, confirmDialog, field, h, Notice, replace } from "../dom.js";
 import { humanError } from "../errors.js";
-import { addDays, money, shortDay, time, todayUtc } from "../format.js";
-import type { DayEarnings, Entry } from "../gen/popug/accounting/v1/accounting_pb.js";
+import { addDays, money, shortDay, time } from "../format.js";
+import { AccountingService, type DayEarnings, type Entry } from "../gen/popug/accounting/v1/accounting_pb.js";
+import { AccountService } from "../gen/popug/account/v1/account_pb.js";
 import { EntryKind } from "../gen/popug/accounting/v1/events_pb.js";
-import type { Account } from "../gen/popug/account/v1/account_pb.js";
-import { displayName, profiles, roleNames } from "../people.js";
+import { allAccounts, displayName, profiles, roleNames } from "../people.js";
 
 const kindNames: Record<EntryKind, string> = {
   [EntryKind.UNSPECIFIED]: "—",
@@ -18,7 +18,8 @@ const kindNames: Record<EntryKind, string> = {
 
 export function accountingPage(main: HTMLElement): void {
   const me = session()!.claims;
-  const readAll = can("accounting.read_all");
+  // Anyone's ledger and the earnings: the same people (accountants, admins).
+  const readAll = mayCall(AccountingService.method.getManagementEarnings) && can("accounting.read_all");
   const log = new AuditLog(me.sub, "me");
   const balance = new Balance();
   const sections: HTMLElement[] = [h("h1", {}, "Accounting"), balance.el, log.el];
@@ -27,7 +28,7 @@ export function accountingPage(main: HTMLElement): void {
   if (readAll) {
     const earnings = new Earnings();
     sections.splice(1, 0, earnings.el);
-    if (can("accounting.close_day")) sections.splice(2, 0, closeDaySection(() => {
+    if (mayCall(AccountingService.method.closeDay)) sections.splice(2, 0, closeDaySection(() => {
       void balance.load(me.sub);
       void earnings.load();
       void log.load();
@@ -76,7 +77,8 @@ class AuditLog {
   readonly el: HTMLElement;
   private readonly heading = h("h2", { id: "log-title" }, "My audit log");
   private readonly mineBtn = h("button", { type: "button", hidden: true }, "Back to mine");
-  private readonly dayInput = h("input", { type: "date", name: "log-day", value: todayUtc() });
+  /** Empty until the server says which billing day it is (empty asks for today's). */
+  private readonly dayInput = h("input", { type: "date", name: "log-day" });
   private readonly body = h("div", { class: "list" });
   private readonly notice = new Notice();
   private readonly more = h("button", { type: "button", hidden: true }, "Load more");
@@ -113,7 +115,8 @@ class AuditLog {
   }
 
   private step(delta: number): void {
-    this.dayInput.value = addDays(this.dayInput.value || todayUtc(), delta);
+    if (!this.dayInput.value) return;
+    this.dayInput.value = addDays(this.dayInput.value, delta);
     void this.load();
   }
 
@@ -190,11 +193,15 @@ class Earnings {
   private readonly today = h("div", { class: "stats" });
   private readonly chart = h("div", { class: "chart" });
   private readonly notice = new Notice();
-  private readonly from = h("input", { type: "date", name: "earn-from", value: addDays(todayUtc(), -13) });
-  private readonly to = h("input", { type: "date", name: "earn-to", value: todayUtc() });
+  /** Empty until the server says which billing day it is: then the two weeks to it. */
+  private readonly from = h("input", { type: "date", name: "earn-from" });
+  private readonly to = h("input", { type: "date", name: "earn-to" });
+  /** The range ends today's billing day until the user picks one. */
+  private followToday = true;
 
   constructor() {
     const show = h("button", { type: "button", onclick: () => void this.load() }, "Show");
+    for (const input of [this.from, this.to]) input.addEventListener("change", () => (this.followToday = false));
     this.el = h(
       "section",
       { class: "card", id: "earnings", "aria-labelledby": "earn-title" },
@@ -211,9 +218,11 @@ class Earnings {
     try {
       const res = await accounting.getManagementEarnings({ fromDay: this.from.value, toDay: this.to.value });
       const t = res.today;
-      // After a day close the open billing day is ahead of the calendar: show it too.
-      if (t && t.billingDay > this.to.value && this.to.value === todayUtc()) {
+      // Today's billing day is the server's (the cutoff, and a day closed early by hand,
+      // move it): the default range ends there.
+      if (t && this.followToday && t.billingDay !== this.to.value) {
         this.to.value = t.billingDay;
+        this.from.value = addDays(t.billingDay, -13);
         return this.load();
       }
       replace(
@@ -319,7 +328,7 @@ class Everyone {
 
   constructor(private readonly onLog: (id: string, label: string) => void) {
     const parts: Node[] = [h("h2", { id: "all-title" }, "Popugs' balances"), this.notice.el];
-    if (!can("accounts.manage")) {
+    if (!mayCall(AccountService.method.listAccounts)) {
       const input = h("input", { name: "popug-id", placeholder: "account id (UUID)", autocomplete: "off", spellcheck: "false" });
       const go = h("button", { type: "submit" }, "Show balance and log");
       const form = h("form", { class: "row filters" }, field("Popug id", input, "The account id, e.g. from a task's assignee."), h("div", { class: "field end" }, go));
@@ -336,16 +345,10 @@ class Everyone {
   }
 
   async load(): Promise<void> {
-    if (!can("accounts.manage")) return;
+    if (!mayCall(AccountService.method.listAccounts)) return;
     this.notice.clear();
     try {
-      const all: Account[] = [];
-      let token = "";
-      do {
-        const res = await accounts.listAccounts({ pageSize: 500, pageToken: token });
-        all.push(...res.accounts);
-        token = res.nextPageToken;
-      } while (token);
+      const all = await allAccounts();
       const balances = await Promise.all(
         all.map((a) => accounting.getBalance({ userId: a.id }).then((b) => b.balanceCents, () => null)),
       );

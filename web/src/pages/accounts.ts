@@ -3,7 +3,7 @@ import { accounts, session } from "../api.js";
 import { busy, confirmDialog, field, h, Notice, replace } from "../dom.js";
 import { humanError, markInvalid } from "../errors.js";
 import { Role, type Account } from "../gen/popug/account/v1/account_pb.js";
-import { roleNames } from "../people.js";
+import { allAccounts, roleNames } from "../people.js";
 
 const ROLES = [Role.WORKER, Role.ACCOUNTANT, Role.MANAGER, Role.ADMIN];
 
@@ -21,13 +21,7 @@ export function accountsPage(main: HTMLElement): void {
   const load = async () => {
     listNotice.clear();
     try {
-      const all: Account[] = [];
-      let token = "";
-      do {
-        const res = await accounts.listAccounts({ pageSize: 500, pageToken: token });
-        all.push(...res.accounts);
-        token = res.nextPageToken;
-      } while (token);
+      const all = await allAccounts();
       replace(
         body,
         h(

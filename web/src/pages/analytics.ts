@@ -3,7 +3,7 @@
 import { analytics } from "../api.js";
 import { busy, field, h, Notice, replace } from "../dom.js";
 import { humanError } from "../errors.js";
-import { money, shortDay, todayUtc } from "../format.js";
+import { money, shortDay } from "../format.js";
 import { Period } from "../gen/popug/analytics/v1/analytics_pb.js";
 import { displayName, profiles } from "../people.js";
 import { stat } from "./accounting.js";
@@ -22,6 +22,8 @@ export function analyticsPage(main: HTMLElement): void {
         stat("Popugs with a negative balance", String(d.negativeBalancePopugs), "analytics-negative"),
         h("p", { class: "meta" }, `Billing day ${d.billingDay}`),
       );
+      // Today's billing day is the server's: the default of every day input.
+      for (const input of [day, from, to]) if (!input.value) input.value = d.billingDay;
     } catch (err) {
       replace(dash);
       dashNotice.error(humanError(err));
@@ -39,9 +41,10 @@ export function analyticsPage(main: HTMLElement): void {
     h("option", { value: String(Period.MONTH) }, "Month"),
     h("option", { value: String(Period.CUSTOM) }, "Range"),
   );
-  const day = h("input", { type: "date", name: "day", value: todayUtc() });
-  const from = h("input", { type: "date", name: "from", value: todayUtc() });
-  const to = h("input", { type: "date", name: "to", value: todayUtc() });
+  // Empty until the dashboard says which billing day it is (an empty day asks for today).
+  const day = h("input", { type: "date", name: "day" });
+  const from = h("input", { type: "date", name: "from" });
+  const to = h("input", { type: "date", name: "to" });
   const dayField = field("Day", day, "Any day inside the period");
   const fromField = field("From", from);
   const toField = field("To", to);
@@ -100,6 +103,5 @@ export function analyticsPage(main: HTMLElement): void {
     h("section", { class: "card", "aria-labelledby": "dash-title" }, h("h2", { id: "dash-title" }, "Today"), dashNotice.el, dash, refresh),
     form,
   );
-  void loadDash();
-  void loadExpensive();
+  void loadDash().then(loadExpensive);
 }

@@ -1,10 +1,10 @@
 // Tasks: create, my tasks (open/done) with "complete", and for managers/admins all tasks
 // with filters and the "reassign open tasks" button.
-import { can, session, tasks } from "../api.js";
+import { can, mayCall, session, tasks } from "../api.js";
 import { busy, confirmDialog, field, h, Notice, replace } from "../dom.js";
 import { humanError, markInvalid } from "../errors.js";
 import { dateTime } from "../format.js";
-import { TaskStatus, type Task } from "../gen/popug/tasks/v1/tasks_pb.js";
+import { TaskService, TaskStatus, type Task } from "../gen/popug/tasks/v1/tasks_pb.js";
 import { displayName, known, profiles } from "../people.js";
 
 const PAGE = 50;
@@ -50,7 +50,7 @@ export function tasksPage(main: HTMLElement): void {
   sections.push(form);
 
   // --- my tasks (assignable roles) ---
-  if (can("tasks.complete")) {
+  if (mayCall(TaskService.method.completeTask)) {
     const mine = new TaskList({ heading: "My tasks", id: "my-tasks", assigneeId: me.sub, status: TaskStatus.OPEN, showAssignee: false, canComplete: true });
     lists.push(mine);
     sections.push(mine.el);
@@ -60,7 +60,7 @@ export function tasksPage(main: HTMLElement): void {
   if (can("tasks.read_all")) {
     const all = new TaskList({ heading: "All tasks", id: "all-tasks", assigneeId: "", status: TaskStatus.UNSPECIFIED, showAssignee: true, canComplete: false, filters: true });
     lists.push(all);
-    if (can("tasks.reassign")) {
+    if (mayCall(TaskService.method.reassignOpenTasks)) {
       const reassignNotice = new Notice();
       const btn = h("button", { type: "button", class: "danger" }, "Reassign open tasks");
       btn.addEventListener("click", async () => {
