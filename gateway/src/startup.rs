@@ -173,6 +173,8 @@ impl Service for Application {
                 http::HeaderName::from_static("x-user-agent"),
                 http::HeaderName::from_static("grpc-timeout"),
                 http::HeaderName::from_static("connect-protocol-version"),
+                // Creates a client may retry (TaskKeeper and Account keep the key).
+                http::HeaderName::from_static("idempotency-key"),
             ])
             .expose_headers([
                 http::HeaderName::from_static("grpc-status"),

@@ -180,15 +180,37 @@ test("worker: creates a task (server validation shown), the random assignee comp
   const page = await login("worker1");
   const form = page.getByRole("form", { name: "New task" });
   await form.getByLabel("Title").fill("[UBERPOP-1] - old style");
+  const creating = (() => {
+    const keys = [];
+    page.on("request", (r) => {
+      if (r.url().endsWith("/popug.tasks.v1.TaskService/CreateTask")) keys.push(r.headers()["idempotency-key"]);
+    });
+    return keys;
+  })();
   await form.getByRole("button", { name: "Create task" }).click();
   const alert = form.getByRole("alert");
   await alert.waitFor();
   assert.match(await alert.textContent(), /Please check your input — Title/);
+  // The violation (google.rpc.BadRequest) stands under its field, which it describes.
+  const title = form.getByLabel("Title");
+  assert.equal(await title.getAttribute("aria-invalid"), "true");
+  const titleError = form.locator(`#${await title.getAttribute("id")}-error`);
+  assert.match(await titleError.textContent(), /\[|bracket|jira/i);
+  assert.match(await title.getAttribute("aria-describedby"), /-error\b/);
   await shot(page, "02-task-validation");
-  await form.getByLabel("Title").fill("Feed the parrots");
+  await title.fill("Feed the parrots");
   await form.getByLabel("Jira id").fill("not a key");
   await form.getByRole("button", { name: "Create task" }).click();
   await form.getByRole("alert").filter({ hasText: "Jira id" }).waitFor();
+  const jira = form.getByLabel("Jira id");
+  assert.equal(await jira.getAttribute("aria-invalid"), "true");
+  assert.equal(await title.getAttribute("aria-invalid"), null, "the fixed title is no longer blamed");
+  assert.equal(await titleError.count(), 0);
+  await form.locator(`#${await jira.getAttribute("id")}-error`).waitFor();
+  // Each submit carried its own idempotency key.
+  assert.equal(creating.length, 2);
+  assert.ok(creating.every((k) => /^[0-9a-f]{32}$/.test(k ?? "")), String(creating));
+  assert.notEqual(creating[0], creating[1]);
 
   const task = await createTask(page, "Feed the parrots", "UBERPOP-42", "Twice a day, sunflower seeds only");
   await shot(page, "03-task-created");

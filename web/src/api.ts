@@ -206,3 +206,14 @@ window.addEventListener("storage", (e) => {
   for (const l of listeners) l(s, s ? undefined : "signed-out");
 });
 schedule();
+
+/**
+ * Call options carrying a fresh `idempotency-key`: one per submit of a create, so a retry
+ * of that submit (after a lost answer) cannot create twice. Random from
+ * crypto.getRandomValues, which (unlike randomUUID) also works on plain-HTTP origins.
+ */
+export function idempotent(): { headers: Record<string, string> } {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  const key = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return { headers: { "idempotency-key": key } };
+}

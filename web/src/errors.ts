@@ -1,13 +1,39 @@
-// Turns a failed call into a sentence a popug understands.
+// Turns a failed call into a sentence a popug understands, and puts input errors next to
+// the field they are about.
 import { Code, ConnectError } from "@connectrpc/connect";
+import { BadRequestSchema } from "./gen/google/rpc/error_details_pb.js";
 
-/** Server messages for input errors start with the field name ("title: ..."). */
+/** Server messages for input errors start with the field's JSON name ("jiraId: ..."). */
+const FIELD_FIRST = /^([A-Za-z][A-Za-z0-9_]*): (.*)$/s;
+
+/** "jiraId" → "Jira id", "title" → "Title". */
+function label(field: string): string {
+  const words = field.replace(/_/g, " ").replace(/([a-z])([A-Z])/g, "$1 $2").toLowerCase();
+  return words === "jira id" ? "Jira id" : words.charAt(0).toUpperCase() + words.slice(1);
+}
+
 function fieldMessage(raw: string): string {
-  const m = /^([a-z_]+): (.*)$/s.exec(raw);
-  if (!m) return raw;
-  const field = m[1].replace(/_/g, " ");
-  const label = field === "jira id" ? "Jira id" : field.charAt(0).toUpperCase() + field.slice(1);
-  return `${label}: ${m[2]}`;
+  const m = FIELD_FIRST.exec(raw);
+  return m ? `${label(m[1])}: ${m[2]}` : raw;
+}
+
+/** One input the server refused: its field (the request's JSON name) and why. */
+export interface Violation {
+  field: string;
+  description: string;
+}
+
+/**
+ * The fields an INVALID_ARGUMENT / ALREADY_EXISTS answer blames: the google.rpc.BadRequest
+ * details when the answer carries them, else the field its message starts with.
+ */
+export function violations(err: unknown): Violation[] {
+  if (!(err instanceof ConnectError)) return [];
+  if (err.code !== Code.InvalidArgument && err.code !== Code.AlreadyExists) return [];
+  const details = err.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations);
+  if (details.length > 0) return details.map((v) => ({ field: v.field, description: v.description }));
+  const m = FIELD_FIRST.exec(err.rawMessage.trim());
+  return m ? [{ field: m[1], description: m[2] }] : [];
 }
 
 export function humanError(err: unknown, context?: "login"): string {
@@ -48,22 +74,36 @@ export function humanError(err: unknown, context?: "login"): string {
   }
 }
 
-/** The input the server blamed (INVALID_ARGUMENT / ALREADY_EXISTS name the field first). */
-export function blamedField(err: unknown): string | null {
-  if (!(err instanceof ConnectError)) return null;
-  if (err.code !== Code.InvalidArgument && err.code !== Code.AlreadyExists) return null;
-  return /^([a-z_]+)\b/.exec(err.rawMessage.trim())?.[1] ?? null;
-}
-
-/** Marks the blamed control invalid (and focuses it); clears the others. */
+/**
+ * Shows each violation next to its control (`controls` keyed by the request's JSON field
+ * names): the control is marked invalid and described by the message under it; the first
+ * blamed control gets the focus. Controls not blamed are cleared (`markInvalid(null, …)`
+ * clears them all).
+ */
 export function markInvalid(err: unknown, controls: Record<string, HTMLElement>): void {
-  const blamed = blamedField(err);
+  const blamed = new Map(violations(err).map((v) => [v.field, v.description]));
+  let focused = false;
   for (const [name, el] of Object.entries(controls)) {
-    if (name === blamed) {
-      el.setAttribute("aria-invalid", "true");
-      el.focus();
-    } else {
+    const errorId = `${el.id || name}-error`;
+    document.getElementById(errorId)?.remove();
+    const describedBy = (el.getAttribute("aria-describedby") ?? "").split(" ").filter((id) => id && id !== errorId);
+    const description = blamed.get(name);
+    if (description === undefined) {
       el.removeAttribute("aria-invalid");
+    } else {
+      const message = document.createElement("small");
+      message.id = errorId;
+      message.className = "field-error";
+      message.textContent = description.charAt(0).toUpperCase() + description.slice(1);
+      el.insertAdjacentElement("afterend", message);
+      el.setAttribute("aria-invalid", "true");
+      describedBy.push(errorId);
+      if (!focused) {
+        el.focus();
+        focused = true;
+      }
     }
+    if (describedBy.length > 0) el.setAttribute("aria-describedby", describedBy.join(" "));
+    else el.removeAttribute("aria-describedby");
   }
 }

@@ -1,5 +1,5 @@
 // Accounts (admins): create a user, change a role, deactivate.
-import { accounts, session } from "../api.js";
+import { accounts, idempotent, session } from "../api.js";
 import { busy, confirmDialog, field, h, Notice, replace } from "../dom.js";
 import { humanError, markInvalid } from "../errors.js";
 import { Role, type Account } from "../gen/popug/account/v1/account_pb.js";
@@ -117,7 +117,7 @@ export function accountsPage(main: HTMLElement): void {
           email: email.value.trim(),
           role: Number(role.value) as Role,
           password: password.value,
-        }),
+        }, idempotent()),
       );
       notice.ok(`Created ${res.account?.username} (${roleNames[res.account?.role ?? Role.UNSPECIFIED]}).`);
       form.reset();

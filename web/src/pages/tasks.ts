@@ -1,6 +1,6 @@
 // Tasks: create, my tasks (open/done) with "complete", and for managers/admins all tasks
 // with filters and the "reassign open tasks" button.
-import { can, mayCall, session, tasks } from "../api.js";
+import { can, idempotent, mayCall, session, tasks } from "../api.js";
 import { busy, confirmDialog, field, h, Notice, replace } from "../dom.js";
 import { humanError, markInvalid } from "../errors.js";
 import { dateTime } from "../format.js";
@@ -34,17 +34,17 @@ export function tasksPage(main: HTMLElement): void {
     createNotice.clear();
     try {
       const res = await busy(createBtn, () =>
-        tasks.createTask({ title: title.value.trim(), jiraId: jira.value.trim(), description: description.value }),
+        tasks.createTask({ title: title.value.trim(), jiraId: jira.value.trim(), description: description.value }, idempotent()),
       );
       const t = res.task!;
       await profiles([t.assigneeId]).catch(() => undefined);
       createNotice.ok(`Task #${t.publicId} "${t.title}" created and assigned to ${displayName(t.assigneeId)}.`);
       form.reset();
       for (const l of lists) void l.reload();
-      markInvalid(null, { title, jira_id: jira, description });
+      markInvalid(null, { title, jiraId: jira, description });
     } catch (err) {
       createNotice.error(humanError(err));
-      markInvalid(err, { title, jira_id: jira, description });
+      markInvalid(err, { title, jiraId: jira, description });
     }
   });
   sections.push(form);

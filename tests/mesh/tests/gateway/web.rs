@@ -88,7 +88,7 @@ async fn grpc_web_over_http1_with_cors() {
         .header("access-control-request-method", "POST")
         .header(
             "access-control-request-headers",
-            "content-type,x-grpc-web,authorization",
+            "content-type,x-grpc-web,authorization,idempotency-key",
         )
         .body(http_body_util::Full::new(Bytes::new()))
         .unwrap();
@@ -100,7 +100,9 @@ async fn grpc_web_over_http1_with_cors() {
     );
     let allowed = header(response.headers(), "access-control-allow-headers");
     assert!(
-        allowed.contains("authorization") && allowed.contains("x-grpc-web"),
+        ["authorization", "x-grpc-web", "idempotency-key"]
+            .iter()
+            .all(|h| allowed.contains(h)),
         "{allowed}"
     );
 
