@@ -8,8 +8,8 @@
 #   bash deploy/sqlx.sh env       write each crate's .env (git ignores it) so the macros
 #                                 check against a live, migrated database while you edit
 #
-# Each crate gets its own database popug_sqlx_<crate> with its migrations and the event
-# bus's (in schema eventbus), rebuilt on every run.
+# Each crate gets its own database popug_sqlx_<crate> with its migrations and the shared
+# ones (schemas eventbus and idempotency), rebuilt on every run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=deploy/infra.sh
@@ -28,22 +28,24 @@ ensure_rust
 ensure_postgres
 [[ "$mode" == env ]] || ensure_sqlx_cli
 
-# crate directory and its own migrations (none for the event bus itself)
-crates=(platform/eventbus account taskkeeper accounting)
+# crate directories with queries (the platform ones bring only the shared schemas)
+crates=(platform/eventbus platform/idempotency account taskkeeper accounting)
 
 psql_q() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres "$@"; }
 
-# migrated_db DIR: a fresh database with the event bus's and DIR's migrations; prints
+# migrated_db DIR: a fresh database with the shared migrations and DIR's own; prints
 # its URL.
 migrated_db() {
   local dir="$1" name
   name="popug_sqlx_$(basename "$dir")"
   psql_q -d postgres -c "DROP DATABASE IF EXISTS $name WITH (FORCE)" -c "CREATE DATABASE $name" >/dev/null
   {
-    echo "CREATE SCHEMA eventbus; SET search_path TO eventbus;"
-    cat platform/eventbus/migrations/*.sql
-    echo "RESET search_path;"
-    if [[ "$dir" != platform/eventbus ]]; then cat "$dir"/migrations/*.sql; fi
+    for shared in eventbus idempotency; do
+      echo "CREATE SCHEMA $shared; SET search_path TO $shared;"
+      cat "platform/$shared/migrations/"*.sql
+      echo "RESET search_path;"
+    done
+    if [[ "$dir" != platform/* ]]; then cat "$dir"/migrations/*.sql; fi
   } | psql_q -d "$name" >/dev/null
   echo "postgres://postgres@127.0.0.1:5432/$name"
 }

@@ -20,6 +20,7 @@ ensure_postgres
 ensure_nats
 ensure_redis
 ensure_node
+ensure_grpcurl
 
 serve=0
 [[ "${1:-}" == --serve ]] && serve=1

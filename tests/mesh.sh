@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # tests/mesh.sh — the running mesh for the end-to-end scripts (smoke.sh, e2e.sh), as a
-# bash library: source it after deploy/infra.sh, then `mesh_start NAME BASE`.
+# bash library: source it after deploy/infra.sh and ensure_grpcurl, then
+# `mesh_start NAME BASE`.
 #
 # mesh_start NAME BASE  creates databases NAME, NAME_tasks, NAME_money; starts Account,
 #                       TaskKeeper, Accounting and the Gateway from $MESH_BIN with stream
@@ -45,16 +46,25 @@ mesh_fail() {
   exit 1
 }
 
-# _mesh_run NAME PORT: starts service NAME and waits until PORT accepts connections; fails
+# _mesh_run NAME PORT [SERVICE]: starts service NAME, waits until PORT accepts connections
+# and, given the gRPC SERVICE it serves, until its health check says SERVING (a service
+# listens at once and reports NOT_SERVING until its database and NATS are ready); fails
 # at once, with its error, if the process ends first.
 _mesh_run() {
-  local name="$1" port="$2" pid deadline=$((SECONDS + 60))
+  local name="$1" port="$2" service="${3:-}" pid deadline=$((SECONDS + 60))
   "$MESH_BIN/$name" serve >"$MESH_WORK/$name.log" 2>&1 &
   pid=$!
   MESH_PIDS+=("$pid")
   until _infra_tcp_open 127.0.0.1 "$port"; do
     kill -0 "$pid" 2>/dev/null || mesh_fail "$name exited before listening on $port"
     ((SECONDS < deadline)) || mesh_fail "$name did not listen on $port within 60 s"
+    sleep 0.1
+  done
+  [[ -n "$service" ]] || return 0
+  until "$GRPCURL" -plaintext -d "{\"service\":\"$service\"}" "127.0.0.1:$port" \
+    grpc.health.v1.Health/Check 2>/dev/null | grep -q '"SERVING"'; do
+    kill -0 "$pid" 2>/dev/null || mesh_fail "$name exited before it was SERVING"
+    ((SECONDS < deadline)) || mesh_fail "$name was not SERVING within 60 s"
     sleep 0.1
   done
 }
@@ -89,8 +99,8 @@ mesh_start() {
   export GATEWAY__ACCOUNT_URL="http://$ACCOUNT_ADDR" GATEWAY__TASKKEEPER_URL="http://$TASKS_ADDR"
   export GATEWAY__ACCOUNTING_URL="http://$MONEY_ADDR"
   export GATEWAY__STREAM_PREFIX="$MESH_NAME" GATEWAY__CACHE_PREFIX="popug:$MESH_NAME:"
-  _mesh_run account $((base + 51))
-  _mesh_run taskkeeper $((base + 52))
-  _mesh_run accounting $((base + 53))
+  _mesh_run account $((base + 51)) popug.account.v1.AuthService
+  _mesh_run taskkeeper $((base + 52)) popug.tasks.v1.TaskService
+  _mesh_run accounting $((base + 53)) popug.accounting.v1.AccountingService
   _mesh_run gateway $((base + 80))
 }

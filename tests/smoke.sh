@@ -245,4 +245,17 @@ done <"$work/balances.txt"
 [[ "$(jq -r '.payouts // "0"' <<<"$closed")" == "$paid" ]] || fail "close paid $(jq -r .payouts <<<"$closed"), expected $paid"
 check "CloseDay paid $paid popug(s) to zero, each got one e-mail with the amount; the rest carried over"
 
+# A service that cannot start says why: the scripts print its error line, not only the
+# tail of its log (a start failure once showed a backtrace's end and nothing else).
+startup="$( (
+  MESH_WORK="$(mktemp -d)" MESH_PIDS=() MESH_NAME=startup
+  export ACCOUNT__GRPC_ADDR=127.0.0.1:26098 ACCOUNT__DATABASE_ACQUIRE_TIMEOUT_MS=0
+  _mesh_run account 26098
+) 2>&1 || true)"
+if ! grep -q 'startup: FAILED: account exited before listening on 26098' <<<"$startup" ||
+  ! grep -q 'ACCOUNT__DATABASE_ACQUIRE_TIMEOUT_MS.*must be positive' <<<"$startup"; then
+  fail "a failed start did not print its error line: $startup"
+fi
+check "a service that cannot start: the script prints why (its error line)"
+
 echo "smoke: $passed passed, 0 failed"

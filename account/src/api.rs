@@ -9,6 +9,7 @@ use pb::auth_service_server::AuthService;
 use popug_auth::{Permission, caller};
 use popug_errors::input::id as parse_id;
 use popug_grpc::timestamp;
+use popug_idempotency::Key;
 use popug_proto::popug::account::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -106,7 +107,8 @@ impl AccountService for Api {
         request: Request<pb::CreateAccountRequest>,
     ) -> Result<Response<pb::CreateAccountResponse>, Status> {
         let new = CreateAccount::parse(request.get_ref())?;
-        let row = self.0.create(new).await?;
+        let key = Key::of(&request, caller(&request)?.id, "CreateAccount")?;
+        let row = self.0.create(&new, key.as_ref()).await?;
         Ok(Response::new(pb::CreateAccountResponse {
             account: Some(account(&row, true)),
         }))

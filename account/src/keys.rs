@@ -72,9 +72,17 @@ fn kid_of(public_key: &[u8]) -> String {
 }
 
 impl KeyRing {
+    /// An empty ring over `pool`; [`KeyRing::prepare`] fills it once the database is up.
+    pub fn new(pool: PgPool) -> KeyRing {
+        KeyRing {
+            pool,
+            keys: RwLock::new(Arc::new(Vec::new())),
+        }
+    }
+
     /// Imports the configured key (if any), generates one if none is live, and loads.
-    pub async fn load(pool: PgPool, configured_pem: Option<&str>) -> anyhow::Result<KeyRing> {
-        let mut tx = pool.begin().await?;
+    pub async fn prepare(&self, configured_pem: Option<&str>) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
         store::lock(&mut tx).await?;
         if let Some(pem) = configured_pem {
             let key = key_from_pem(pem)?;
@@ -86,12 +94,7 @@ impl KeyRing {
             tracing::info!(kid = %key.kid, "generated a signing key");
         }
         tx.commit().await?;
-        let ring = KeyRing {
-            pool,
-            keys: RwLock::new(Arc::new(Vec::new())),
-        };
-        ring.reload().await?;
-        Ok(ring)
+        self.reload().await
     }
 
     /// Rereads the live keys (after a rotation here or in another replica).

@@ -35,18 +35,16 @@ pub const DEMO_USERS: [(&str, &str, &str, Role, &str); 8] = [
 pub async fn demo(accounts: &Accounts) -> Result<usize, Error> {
     let mut created = 0;
     for (username, name, surname, role, password) in DEMO_USERS {
-        let result = accounts
-            .create(CreateAccount {
-                username: Username::parse(username)?,
-                name: PersonName::parse("name", name)?,
-                surname: PersonName::parse("surname", surname)?,
-                email: Email::parse(&format!("{username}@popug.example"))?,
-                role,
-                password: Password::parse(password)?,
-                extra_permissions: Vec::new(),
-            })
-            .await;
-        match result {
+        let user = CreateAccount {
+            username: Username::parse(username)?,
+            name: PersonName::parse("name", name)?,
+            surname: PersonName::parse("surname", surname)?,
+            email: Email::parse(&format!("{username}@popug.example"))?,
+            role,
+            password: Password::parse(password)?,
+            extra_permissions: Vec::new(),
+        };
+        match accounts.create(&user, None).await {
             Ok(_) => created += 1,
             Err(Error::AlreadyExists(_)) => {}
             Err(e) => return Err(e),

@@ -12,7 +12,9 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use popug_auth::{Caller, Permission, Role};
+use popug_errors::retry;
 use popug_eventbus::Outbox;
+use popug_idempotency::Key;
 use popug_proto::popug::account::v1 as pb;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -86,10 +88,32 @@ impl Accounts {
         })
     }
 
-    /// Creates an account and its `account.created` event.
-    pub async fn create(&self, new: CreateAccount) -> Result<AccountRow, Error> {
+    /// Creates an account and its `account.created` event. With an idempotency `key` that
+    /// an earlier call already used, returns that call's account instead.
+    pub async fn create(
+        &self,
+        new: &CreateAccount,
+        key: Option<&Key>,
+    ) -> Result<AccountRow, Error> {
         let hash = password::hash(new.password.expose().to_owned()).await?;
+        retry(|| self.create_once(new, &hash, key)).await
+    }
+
+    async fn create_once(
+        &self,
+        new: &CreateAccount,
+        hash: &str,
+        key: Option<&Key>,
+    ) -> Result<AccountRow, Error> {
         let mut tx = self.pool.begin().await?;
+        if let Some(key) = key
+            && let Some(earlier) = popug_idempotency::claim(&mut tx, key).await?
+        {
+            let id = Uuid::parse_str(&earlier).map_err(|e| Error::Internal(e.into()))?;
+            return store::by_id(&mut tx, id)
+                .await?
+                .ok_or(Error::NotFound("account"));
+        }
         let row = store::insert(
             &mut tx,
             NewAccount {
@@ -103,13 +127,16 @@ impl Accounts {
                     .iter()
                     .map(|p| p.as_str().to_owned())
                     .collect(),
-                password_hash: hash,
+                password_hash: hash.to_owned(),
             },
         )
         .await?;
         self.outbox
             .add(&mut tx, &row.id.to_string(), &events::created(&row))
             .await?;
+        if let Some(key) = key {
+            popug_idempotency::complete(&mut tx, key, &row.id.to_string()).await?;
+        }
         tx.commit().await?;
         self.outbox.notify();
         tracing::info!(account = %row.id, username = %row.username, role = %row.role, "account created");
@@ -146,6 +173,7 @@ impl Accounts {
                 .decode(page_token)
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
+                .filter(|after| !after.chars().any(char::is_control))
                 .ok_or_else(|| Error::invalid("page_token", "is not a token this service issued"))?
         };
         let mut conn = self.pool.acquire().await?;
@@ -311,18 +339,16 @@ impl Accounts {
             return Ok(());
         }
         drop(conn);
-        let result = self
-            .create(CreateAccount {
-                username: Username::parse(&admin.username)?,
-                name: PersonName::parse("name", "Admin")?,
-                surname: PersonName::parse("surname", "Popug")?,
-                email: Email::parse(&admin.email)?,
-                role: Role::Admin,
-                password: Password::parse(&admin.password)?,
-                extra_permissions: Vec::new(),
-            })
-            .await;
-        match result {
+        let first = CreateAccount {
+            username: Username::parse(&admin.username)?,
+            name: PersonName::parse("name", "Admin")?,
+            surname: PersonName::parse("surname", "Popug")?,
+            email: Email::parse(&admin.email)?,
+            role: Role::Admin,
+            password: Password::parse(&admin.password)?,
+            extra_permissions: Vec::new(),
+        };
+        match self.create(&first, None).await {
             // Another replica won the race.
             Ok(_) | Err(Error::AlreadyExists(_)) => Ok(()),
             Err(e) => Err(e),

@@ -11,12 +11,12 @@ use popug_eventbus::Outbox;
 use popug_grpc::ServeOptions;
 use popug_proto::popug::account::v1::account_service_server::AccountServiceServer;
 use popug_proto::popug::account::v1::auth_service_server::AuthServiceServer;
-use popug_service::{Built, Config, Infra, Service, Shutdown, Workers};
+use popug_service::{Built, Infra, Prepare, Service, Shutdown, Workers};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 
 use crate::api::Api;
-use crate::config::Settings;
+use crate::config::{BootstrapAdmin, Settings};
 use crate::events::PRODUCER;
 use crate::keys::{KeyRing, LocalJwks};
 use crate::service::{Accounts, TokenPolicy};
@@ -33,18 +33,9 @@ pub struct Application {
     accounts: Arc<Accounts>,
 }
 
-/// Connects and migrates, loads the signing keys and creates the bootstrap admin: the
-/// service state without any listener (what the commands need too).
-async fn accounts(settings: &Settings) -> anyhow::Result<(Infra, Arc<Accounts>)> {
-    let infra = popug_service::connect::connect(&settings.common, &MIGRATOR).await?;
-    let pem = match &settings.signing_key_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("signing key file {}: {e}", path.display()))?,
-        ),
-        None => None,
-    };
-    let keys = Arc::new(KeyRing::load(infra.pool.clone(), pem.as_deref()).await?);
+/// The service state over `infra`, nothing loaded yet (see [`Preparation`]).
+async fn accounts(settings: &Settings, infra: &Infra) -> anyhow::Result<Arc<Accounts>> {
+    let keys = Arc::new(KeyRing::new(infra.pool.clone()));
     let tokens = TokenPolicy {
         issuer: settings.common.tokens.issuer.clone(),
         audience: settings.common.tokens.audience.clone(),
@@ -52,13 +43,58 @@ async fn accounts(settings: &Settings) -> anyhow::Result<(Infra, Arc<Accounts>)>
         refresh_ttl: settings.refresh_ttl,
     };
     let outbox = Outbox::new(infra.topology.clone(), PRODUCER);
-    let accounts = Arc::new(Accounts::new(infra.pool.clone(), outbox, keys, tokens).await?);
-    if let Some(admin) = &settings.bootstrap_admin {
-        accounts
-            .bootstrap_admin(admin)
-            .await
-            .map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?;
+    Ok(Arc::new(
+        Accounts::new(infra.pool.clone(), outbox, keys, tokens).await?,
+    ))
+}
+
+/// Account's own preparation, once its database is up: the signing keys (the configured
+/// one imported, one generated on an empty ring) and the first admin.
+struct Preparation {
+    accounts: Arc<Accounts>,
+    /// The configured signing key, PKCS#8 PEM.
+    pem: Option<String>,
+    bootstrap_admin: Option<BootstrapAdmin>,
+}
+
+impl Preparation {
+    fn of(settings: &Settings, accounts: Arc<Accounts>) -> anyhow::Result<Preparation> {
+        let pem = match &settings.signing_key_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("signing key file {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Preparation {
+            accounts,
+            pem,
+            bootstrap_admin: settings.bootstrap_admin.clone(),
+        })
     }
+}
+
+impl Prepare for Preparation {
+    async fn prepare(&self, _: &Infra) -> anyhow::Result<()> {
+        self.accounts.keys.prepare(self.pem.as_deref()).await?;
+        if let Some(admin) = &self.bootstrap_admin {
+            self.accounts
+                .bootstrap_admin(admin)
+                .await
+                .map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Account, connected now (the database and NATS must be up) and prepared: what the
+/// one-shot commands work with.
+async fn prepared(settings: &Settings) -> anyhow::Result<(Infra, Arc<Accounts>)> {
+    let infra = popug_service::connect::connect(&settings.common, &MIGRATOR).await?;
+    let accounts = accounts(settings, &infra).await?;
+    Preparation::of(settings, accounts.clone())?
+        .prepare(&infra)
+        .await?;
     Ok((infra, accounts))
 }
 
@@ -101,9 +137,8 @@ impl Service for Application {
     const MIGRATOR: Option<&'static Migrator> = Some(&MIGRATOR);
 
     async fn build(settings: Settings) -> anyhow::Result<Application> {
-        settings.validate()?;
-        let (infra, accounts) = accounts(&settings).await?;
-        let built = Built::bind(infra, settings.common.grpc_addr).await?;
+        let built = Built::new(&settings).await?;
+        let accounts = accounts(&settings, &built.infra).await?;
         let http = TcpListener::bind(settings.http_addr).await?;
         Ok(Application {
             settings,
@@ -126,10 +161,21 @@ impl Service for Application {
         tracing::info!(http = %self.http_addr(), "account serving the JWKS over HTTP");
         let auth = self.auth_layer()?;
         let accounts = self.accounts;
-        let mut workers = Workers::with_relay(shutdown, &self.built.infra, &accounts.outbox);
+        let preparation = Preparation::of(&self.settings, accounts.clone())?;
+        let (mut workers, readiness) = Workers::start(
+            shutdown,
+            &self.built.infra,
+            &accounts.outbox,
+            &MIGRATOR,
+            preparation,
+        );
         let keys = accounts.keys.clone();
         let interval = self.settings.key_reload_interval;
         workers.spawn("key-reload", |stop| keys.reload_every(interval, stop));
+        let pool = accounts.pool.clone();
+        workers.spawn("idempotency-sweep", |stop| {
+            popug_idempotency::sweep(pool, popug_idempotency::SWEEP_EVERY, stop)
+        });
 
         let http = axum::serve(self.http, crate::http::router(accounts.keys.clone()))
             .with_graceful_shutdown(workers.stopped());
@@ -142,6 +188,7 @@ impl Service for Application {
                 "popug.account.v1.AccountService",
             ],
             auth,
+            readiness,
         };
         let grpc = popug_grpc::serve(self.built.grpc, routes, options, workers.stopped());
         let (grpc, http) = tokio::join!(grpc, http);
@@ -154,7 +201,7 @@ impl Service for Application {
 
 /// `account seed-demo`: the demo users (idempotent), returning once their events are out.
 async fn seed_demo(settings: &Settings) -> anyhow::Result<()> {
-    let (infra, accounts) = accounts(settings).await?;
+    let (infra, accounts) = prepared(settings).await?;
     let created = crate::seed::demo(&accounts)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

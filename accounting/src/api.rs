@@ -79,7 +79,10 @@ impl AccountingService for Api {
         &self,
         request: Request<pb::GetBalanceRequest>,
     ) -> Result<Response<pb::GetBalanceResponse>, Status> {
-        let user = Accounting::subject(caller(&request)?, &request.get_ref().user_id)?;
+        let user = self
+            .0
+            .subject(caller(&request)?, &request.get_ref().user_id)
+            .await?;
         let (balance, day) = self.0.balance(user).await?;
         Ok(Response::new(pb::GetBalanceResponse {
             user_id: user.to_string(),
@@ -94,7 +97,7 @@ impl AccountingService for Api {
         request: Request<pb::ListEntriesRequest>,
     ) -> Result<Response<pb::ListEntriesResponse>, Status> {
         let r = request.get_ref();
-        let user = Accounting::subject(caller(&request)?, &r.user_id)?;
+        let user = self.0.subject(caller(&request)?, &r.user_id).await?;
         let day = domain::parse_day("billing_day", &r.billing_day)?;
         let limit = input::page_size(r.page_size)?;
         let after = input::page_token(&r.page_token)?;
@@ -127,7 +130,7 @@ impl AccountingService for Api {
         request: Request<pb::ListPayoutsRequest>,
     ) -> Result<Response<pb::ListPayoutsResponse>, Status> {
         let r = request.get_ref();
-        let user = Accounting::subject(caller(&request)?, &r.user_id)?;
+        let user = self.0.subject(caller(&request)?, &r.user_id).await?;
         let limit = input::page_size(r.page_size)?;
         let before = input::page_token(&r.page_token)?;
         let (rows, next_page_token) = self.0.payouts(user, before, limit).await?;
@@ -187,9 +190,7 @@ impl AnalyticsService for Api {
                     .ok_or_else(|| Error::invalid("from_day", "is required for a custom period"))?;
                 let to = domain::parse_day("to_day", &r.to_day)?
                     .ok_or_else(|| Error::invalid("to_day", "is required for a custom period"))?;
-                if to < from {
-                    return Err(Error::invalid("to_day", "must not be before from_day").into());
-                }
+                domain::check_span(from, to, MAX_RANGE_DAYS)?;
                 Period::Custom(from, to)
             }
             Ok(analytics_pb::Period::Unspecified) | Err(_) => {

@@ -255,6 +255,7 @@ impl Ledger {
                     user_id: leg.user_id,
                     kind,
                     amount: prices.get(&leg.task_id)?.entry_amount(kind),
+                    sequence: leg.sequence,
                 })
             })
             .collect();

@@ -19,7 +19,7 @@ use crate::events::{PRODUCER, entry_applied};
 use crate::store::billing::{self, ClosedDay};
 use crate::store::ledger::{self, EntryRow};
 use crate::store::mails::{self, PayoutRow};
-use crate::store::tasks;
+use crate::store::{tasks, users};
 
 /// Days a per-day earnings query may span.
 pub const MAX_RANGE_DAYS: i64 = 366;
@@ -66,19 +66,28 @@ impl Accounting {
     }
 
     /// Whose ledger the caller asks for: their own when `user` is empty; anyone else's
-    /// only with `accounting.read_all`.
-    pub fn subject(caller: &Caller, user: &str) -> Result<Uuid, Error> {
+    /// only with `accounting.read_all`, and only someone Accounting knows (NOT_FOUND
+    /// otherwise). The caller's own is always there (zero before their first entry).
+    pub async fn subject(&self, caller: &Caller, user: &str) -> Result<Uuid, Error> {
         let id = if user.is_empty() {
             caller.id
         } else {
             popug_errors::input::id("user_id", user)?
         };
-        if id != caller.id && !caller.has(Permission::AccountingReadAll) {
+        if id == caller.id {
+            return Ok(id);
+        }
+        if !caller.has(Permission::AccountingReadAll) {
             return Err(Error::PermissionDenied(
                 "requires permission accounting.read_all to see another user's accounts".into(),
             ));
         }
-        Ok(id)
+        let mut conn = self.pool.acquire().await?;
+        if users::known(&mut conn, id).await? {
+            Ok(id)
+        } else {
+            Err(Error::NotFound("user"))
+        }
     }
 
     /// A user's balance and today's billing day.
@@ -188,6 +197,10 @@ impl Accounting {
     /// transaction under the billing-state lock, so each day closes exactly once however
     /// many replicas try. The first day closed pays out every positive balance.
     pub async fn close_day(&self, day: Option<Date>) -> Result<Closed, Error> {
+        popug_errors::retry(|| self.close_day_once(day)).await
+    }
+
+    async fn close_day_once(&self, day: Option<Date>) -> Result<Closed, Error> {
         let mut tx = self.pool.begin().await?;
         let open = billing::lock_open_day(&mut tx).await?;
         let today = self.clock.today();

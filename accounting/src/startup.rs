@@ -10,11 +10,12 @@ use popug_grpc::ServeOptions;
 use popug_proto::popug::accounting::v1::accounting_service_server::AccountingServiceServer;
 use popug_proto::popug::accounting::v1::price_service_server::PriceServiceServer;
 use popug_proto::popug::analytics::v1::analytics_service_server::AnalyticsServiceServer;
-use popug_service::{AccountBus, Built, Infra, Service, Shutdown, Workers};
+use popug_service::{AccountBus, Built, Infra, Prepare, Service, Shutdown, Workers};
 use sqlx::migrate::Migrator;
 
 use crate::api::Api;
 use crate::config::Settings;
+use crate::domain::BillingClock;
 use crate::events::{
     Ledger, PRODUCER, REASSIGNS_BATCH, REASSIGNS_CONSUMER, TASKS_BATCH, TASKS_CONSUMER,
     TASKS_CONSUMERS, USERS_CONSUMER, Users,
@@ -26,6 +27,17 @@ use crate::service::Accounting;
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 type LedgerConsumer = Consumer<Transactional<Ledger>>;
+
+/// Accounting's own preparation: the first billing day opens under the configured cutoff.
+struct OpenFirstDay(BillingClock);
+
+impl Prepare for OpenFirstDay {
+    async fn prepare(&self, infra: &Infra) -> anyhow::Result<()> {
+        let mut conn = infra.pool.acquire().await?;
+        crate::store::billing::init_open_day(&mut conn, self.0.today()).await?;
+        Ok(())
+    }
+}
 
 /// A built, bound, not yet running Accounting.
 pub struct Application {
@@ -55,19 +67,19 @@ impl Application {
         self.ledger.clone()
     }
 
-    async fn ledger_consumer(
+    fn ledger_consumer(
         infra: &Infra,
         ledger: &Ledger,
         name: &str,
         bus: Bus,
         batch: usize,
-    ) -> anyhow::Result<LedgerConsumer> {
+    ) -> LedgerConsumer {
         let config = ConsumerConfig {
             batch,
             ..ConsumerConfig::new(name, bus)
         };
         let sink = Transactional::new(infra.pool.clone(), ledger.clone());
-        Ok(Consumer::bind(infra.js.clone(), infra.topology.clone(), config, sink).await?)
+        Consumer::new(infra.js.clone(), infra.topology.clone(), config, sink)
     }
 }
 
@@ -77,38 +89,29 @@ impl Service for Application {
     const MIGRATOR: Option<&'static Migrator> = Some(&MIGRATOR);
 
     async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let built = Built::new(&settings, &MIGRATOR).await?;
+        let built = Built::new(&settings).await?;
         let infra = &built.infra;
-        {
-            let mut conn = infra.pool.acquire().await?;
-            crate::store::billing::init_open_day(&mut conn, settings.clock.today()).await?;
-        }
         let outbox = Outbox::new(infra.topology.clone(), PRODUCER);
         let ledger = Ledger {
             outbox: outbox.clone(),
             clock: settings.clock,
         };
-        let users = Consumer::bind(
+        let users = Consumer::new(
             infra.js.clone(),
             infra.topology.clone(),
             ConsumerConfig::new(USERS_CONSUMER, Bus::Account),
             Transactional::new(infra.pool.clone(), AccountBus(Users)),
-        )
-        .await?;
-        let mut tasks = Vec::with_capacity(TASKS_CONSUMERS);
-        for _ in 0..TASKS_CONSUMERS {
-            let consumer =
-                Self::ledger_consumer(infra, &ledger, TASKS_CONSUMER, Bus::Task, TASKS_BATCH);
-            tasks.push(consumer.await?);
-        }
+        );
+        let tasks = (0..TASKS_CONSUMERS)
+            .map(|_| Self::ledger_consumer(infra, &ledger, TASKS_CONSUMER, Bus::Task, TASKS_BATCH))
+            .collect();
         let reassigns = Self::ledger_consumer(
             infra,
             &ledger,
             REASSIGNS_CONSUMER,
             Bus::Reassign,
             REASSIGNS_BATCH,
-        )
-        .await?;
+        );
         let mailer = Arc::new(Mailer::new(infra.pool.clone(), outbox.clone(), &settings)?);
         let accounting = Arc::new(Accounting {
             pool: infra.pool.clone(),
@@ -129,7 +132,14 @@ impl Service for Application {
 
     async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let accounting = self.accounting;
-        let mut workers = Workers::with_relay(shutdown, &self.built.infra, &accounting.outbox);
+        let first_day = OpenFirstDay(self.settings.clock);
+        let (mut workers, readiness) = Workers::start(
+            shutdown,
+            &self.built.infra,
+            &accounting.outbox,
+            &MIGRATOR,
+            first_day,
+        );
         workers.spawn(USERS_CONSUMER, |stop| self.users.run(stop));
         workers.spawn(REASSIGNS_CONSUMER, |stop| self.reassigns.run(stop));
         for tasks in self.tasks {
@@ -152,6 +162,7 @@ impl Service for Application {
                 "popug.accounting.v1.PriceService",
             ],
             auth: popug_service::auth_layer(&self.settings.common.tokens)?,
+            readiness,
         };
         let stopped = workers.stopped();
         let served = popug_grpc::serve(self.built.grpc, routes, options, stopped).await;

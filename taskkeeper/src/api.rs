@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::service::{ListFilter, Tasks};
 use crate::store::TaskRow;
 use popug_errors::input;
+use popug_idempotency::Key;
 
 fn task(row: &TaskRow) -> pb::Task {
     let status = match row.status {
@@ -47,7 +48,8 @@ impl TaskService for Api {
     ) -> Result<Response<pb::CreateTaskResponse>, Status> {
         let r = request.get_ref();
         let new = NewTask::parse(&r.title, &r.jira_id, &r.description)?;
-        let row = self.0.create(new).await?;
+        let key = Key::of(&request, caller(&request)?.id, "CreateTask")?;
+        let row = self.0.create(&new, key.as_ref()).await?;
         Ok(Response::new(pb::CreateTaskResponse {
             task: Some(task(&row)),
         }))

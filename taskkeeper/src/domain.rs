@@ -28,7 +28,7 @@ impl Title {
         if title.contains(['[', ']']) {
             return Err(Error::invalid(
                 "title",
-                "must not contain '[' or ']'; put the Jira id in jira_id",
+                "must not contain '[' or ']'; put the Jira id in jiraId",
             ));
         }
         if title.chars().any(char::is_control) {
@@ -71,7 +71,8 @@ impl JiraId {
     }
 }
 
-/// A description: at most 10 000 characters, may be empty.
+/// A description: at most 10 000 characters of free text (lines and tabs, no other
+/// control character), may be empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Description(String);
 
@@ -83,6 +84,7 @@ impl Description {
                 format!("must be at most {DESCRIPTION_MAX} characters"),
             ));
         }
+        popug_errors::input::free_text("description", raw)?;
         Ok(Description(raw.to_owned()))
     }
 
@@ -164,6 +166,11 @@ mod tests {
         assert!(Description::parse(&"x".repeat(10_000)).is_ok());
         assert_eq!(
             field_of(Description::parse(&"x".repeat(10_001))),
+            "description"
+        );
+        assert!(Description::parse("line one\nline two\ttabbed").is_ok());
+        assert_eq!(
+            field_of(Description::parse("nul \u{0} here")),
             "description"
         );
     }

@@ -2,7 +2,9 @@
 //! outbox in the same transaction.
 
 use popug_auth::{Caller, Permission};
+use popug_errors::retry;
 use popug_eventbus::Outbox;
+use popug_idempotency::Key;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -41,9 +43,23 @@ pub struct Reassigned {
 
 impl Tasks {
     /// Creates an open task assigned to a uniformly random assignable user, with its
-    /// `task.created` v2 and `task.assigned` events.
-    pub async fn create(&self, new: NewTask) -> Result<TaskRow, Error> {
+    /// `task.created` v2 and `task.assigned` events. With an idempotency `key` that an
+    /// earlier call already used, returns that call's task instead (no second task, no
+    /// second event).
+    pub async fn create(&self, new: &NewTask, key: Option<&Key>) -> Result<TaskRow, Error> {
+        retry(|| self.create_once(new, key)).await
+    }
+
+    async fn create_once(&self, new: &NewTask, key: Option<&Key>) -> Result<TaskRow, Error> {
         let mut tx = self.pool.begin().await?;
+        if let Some(key) = key
+            && let Some(earlier) = popug_idempotency::claim(&mut tx, key).await?
+        {
+            let id = Uuid::parse_str(&earlier).map_err(|e| Error::Internal(e.into()))?;
+            return store::task_by_id(&mut tx, id)
+                .await?
+                .ok_or(Error::NotFound("task"));
+        }
         let assignee = store::random_assignee(&mut tx).await?.ok_or_else(|| {
             Error::FailedPrecondition("no active assignable user to give the task to".into())
         })?;
@@ -57,13 +73,15 @@ impl Tasks {
             },
         )
         .await?;
-        let key = task.id.to_string();
-        self.outbox
-            .add(&mut tx, &key, &events::task_created(&task))
-            .await?;
-        self.outbox
-            .add(&mut tx, &key, &events::task_assigned(&task))
-            .await?;
+        let id = task.id.to_string();
+        let envelopes = [
+            popug_eventbus::envelope(PRODUCER, &id, &events::task_created(&task)),
+            popug_eventbus::envelope(PRODUCER, &id, &events::task_assigned(&task)),
+        ];
+        self.outbox.add_envelopes(&mut tx, &envelopes).await?;
+        if let Some(key) = key {
+            popug_idempotency::complete(&mut tx, key, &id).await?;
+        }
         tx.commit().await?;
         self.outbox.notify();
         tracing::info!(task = %task.id, assignee = %task.assignee_id, "task created");
@@ -116,6 +134,10 @@ impl Tasks {
     /// Completes the caller's own task: idempotent for the assignee, final. The row lock
     /// orders it against a reassign.
     pub async fn complete(&self, caller: &Caller, id: Uuid) -> Result<TaskRow, Error> {
+        retry(|| self.complete_once(caller, id)).await
+    }
+
+    async fn complete_once(&self, caller: &Caller, id: Uuid) -> Result<TaskRow, Error> {
         let mut tx = self.pool.begin().await?;
         let task = store::task_for_update(&mut tx, id)
             .await?

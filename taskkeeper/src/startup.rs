@@ -43,15 +43,14 @@ impl Service for Application {
     const MIGRATOR: Option<&'static Migrator> = Some(&MIGRATOR);
 
     async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let built = Built::new(&settings, &MIGRATOR).await?;
+        let built = Built::new(&settings).await?;
         let Infra { pool, js, topology } = built.infra.clone();
-        let users = Consumer::bind(
+        let users = Consumer::new(
             js,
             topology.clone(),
             ConsumerConfig::new(USERS_CONSUMER, Bus::Account),
             Transactional::new(pool.clone(), AccountBus(Users)),
-        )
-        .await?;
+        );
         let tasks = Arc::new(Tasks {
             pool,
             outbox: Outbox::new(topology, PRODUCER),
@@ -66,13 +65,20 @@ impl Service for Application {
     }
 
     async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let mut workers = Workers::with_relay(shutdown, &self.built.infra, &self.tasks.outbox);
+        let infra = &self.built.infra;
+        let (mut workers, readiness) =
+            Workers::start(shutdown, infra, &self.tasks.outbox, &MIGRATOR, ());
         workers.spawn(USERS_CONSUMER, |stop| self.users.run(stop));
+        let pool = self.tasks.pool.clone();
+        workers.spawn("idempotency-sweep", |stop| {
+            popug_idempotency::sweep(pool, popug_idempotency::SWEEP_EVERY, stop)
+        });
 
         let routes = tonic::service::Routes::new(TaskServiceServer::new(Api(self.tasks)));
         let options = ServeOptions {
             service_names: vec!["popug.tasks.v1.TaskService"],
             auth: popug_service::auth_layer(&self.settings.common.tokens)?,
+            readiness,
         };
         let stopped = workers.stopped();
         let served = popug_grpc::serve(self.built.grpc, routes, options, stopped).await;

@@ -34,7 +34,9 @@ impl Accounts {
         if password.is_empty() {
             return Err(Error::invalid("password", "is required"));
         }
-        if username.len() > 64 || password.len() > 512 {
+        // No account has such a name: answer as for any unknown user, without asking
+        // the database (which refuses NUL in text).
+        if username.len() > 64 || password.len() > 512 || username.chars().any(char::is_control) {
             return Err(Error::Unauthenticated(INVALID_LOGIN));
         }
         let mut conn = self.pool.acquire().await?;

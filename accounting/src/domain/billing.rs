@@ -56,9 +56,13 @@ impl Period {
         match self {
             Period::Day(day) => (day, day),
             Period::Week(day) => {
-                let monday =
-                    day - time::Duration::days(i64::from(day.weekday().number_days_from_monday()));
-                (monday, monday + time::Duration::days(6))
+                // Saturating at the ends of the calendar: never a panic, whatever the day.
+                let back = time::Duration::days(i64::from(day.weekday().number_days_from_monday()));
+                let monday = day.checked_sub(back).unwrap_or(Date::MIN);
+                let sunday = monday
+                    .checked_add(time::Duration::days(6))
+                    .unwrap_or(Date::MAX);
+                (monday, sunday)
             }
             Period::Month(day) => {
                 let first = day.replace_day(1).unwrap_or(day);
@@ -111,5 +115,8 @@ mod tests {
             Period::Month(date!(2024 - 02 - 10)).range(),
             (date!(2024 - 02 - 01), date!(2024 - 02 - 29))
         );
+        // The last week of the calendar ends with it, no overflow.
+        let (_, end) = Period::Week(Date::MAX).range();
+        assert_eq!(end, Date::MAX);
     }
 }

@@ -26,15 +26,40 @@ pub enum MailStatus {
     Failed,
 }
 
-/// A "YYYY-MM-DD" day; empty gives `None`.
+/// The first day a request may name.
+pub const FIRST_DAY: Date = time::macros::date!(2000 - 01 - 01);
+/// The last day a request may name.
+pub const LAST_DAY: Date = time::macros::date!(2999 - 12 - 31);
+
+/// A "YYYY-MM-DD" day from [`FIRST_DAY`] to [`LAST_DAY`]; empty gives `None`.
 pub fn parse_day(field: &'static str, raw: &str) -> Result<Option<Date>, Error> {
     if raw.is_empty() {
         return Ok(None);
     }
     let format = time::macros::format_description!("[year]-[month]-[day]");
-    Date::parse(raw, &format)
-        .map(Some)
-        .map_err(|_| Error::invalid(field, "must be a day like 2026-03-03"))
+    let day = Date::parse(raw, &format)
+        .map_err(|_| Error::invalid(field, "must be a day like 2026-03-03"))?;
+    if !(FIRST_DAY..=LAST_DAY).contains(&day) {
+        return Err(Error::invalid(
+            field,
+            "must be a day from 2000-01-01 to 2999-12-31",
+        ));
+    }
+    Ok(Some(day))
+}
+
+/// `from ..= to` in order and at most `max_days` long (the refusal names `to_day`).
+pub fn check_span(from: Date, to: Date, max_days: i64) -> Result<(), Error> {
+    if to < from {
+        return Err(Error::invalid("to_day", "must not be before from_day"));
+    }
+    if (to - from).whole_days() >= max_days {
+        return Err(Error::invalid(
+            "to_day",
+            format!("the range may span at most {max_days} days"),
+        ));
+    }
+    Ok(())
 }
 
 /// A range of days for per-day figures: `from ..= to`, at most `max_days` long.
@@ -52,15 +77,7 @@ pub fn parse_range(
         (None, Some(t)) => (t, t),
         (Some(f), Some(t)) => (f, t),
     };
-    if to < from {
-        return Err(Error::invalid("to_day", "must not be before from_day"));
-    }
-    if (to - from).whole_days() >= max_days {
-        return Err(Error::invalid(
-            "to_day",
-            format!("the range may span at most {max_days} days"),
-        ));
-    }
+    check_span(from, to, max_days)?;
     Ok((from, to))
 }
 
@@ -77,6 +94,10 @@ mod tests {
             Some(date!(2026 - 03 - 03))
         );
         assert_eq!(field_of(parse_day("day", "03.03.2026")), "day");
+        assert_eq!(field_of(parse_day("day", "-5000-01-01")), "day");
+        assert_eq!(field_of(parse_day("day", "1999-12-31")), "day");
+        assert_eq!(field_of(parse_day("day", "3000-01-01")), "day");
+        assert!(parse_day("day", "2999-12-31").is_ok());
     }
 
     #[test]

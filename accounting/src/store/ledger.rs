@@ -33,10 +33,14 @@ pub struct EntryLeg {
     pub kind: EntryKind,
     /// The entry's signed amount (the task's price, as `kind` books it).
     pub amount: Cents,
+    /// The task's sequence the leg is about: one fee per (task, sequence).
+    pub sequence: i64,
 }
 
-/// Writes, in order and in one statement, the entry of every leg that has none yet (a
-/// redelivered leg is skipped by the unique event leg), with its task's text, and moves
+/// Writes, in order and in one statement, the entry of every leg that has none yet — a
+/// redelivered leg is skipped by the unique event leg, an assignment published again
+/// under another event id by the unique (task, sequence) of fees, a second completion by
+/// the one reward per task — with its task's text, and moves
 /// each balance by its entries (balances locked in user order). Returns the entries
 /// written, in id order, each with the balance right after it.
 pub async fn add_entries(
@@ -52,15 +56,17 @@ pub async fn add_entries(
     let users: Vec<Uuid> = legs.iter().map(|l| l.user_id).collect();
     let kinds: Vec<EntryKind> = legs.iter().map(|l| l.kind).collect();
     let amounts: Vec<i64> = legs.iter().map(|l| l.amount.get()).collect();
+    let sequences: Vec<i64> = legs.iter().map(|l| l.sequence).collect();
     let rows = sqlx::query!(
         r#"WITH legs AS (
-               SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::bigint[])
-                   WITH ORDINALITY AS l(event_id, task_id, user_id, kind, amount, n)
+               SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::bigint[],
+                                    $7::bigint[])
+                   WITH ORDINALITY AS l(event_id, task_id, user_id, kind, amount, sequence, n)
            ), written AS (
-               INSERT INTO entries (user_id, kind, amount, event_id, task_id, text_known, jira_id,
-                                    title, description, billing_day)
-               SELECT l.user_id, l.kind, l.amount, l.event_id, l.task_id, t.text_known, t.jira_id,
-                      t.title, t.description, $6
+               INSERT INTO entries (user_id, kind, amount, event_id, task_id, sequence, text_known,
+                                    jira_id, title, description, billing_day)
+               SELECT l.user_id, l.kind, l.amount, l.event_id, l.task_id, l.sequence,
+                      t.text_known, t.jira_id, t.title, t.description, $6
                FROM legs l JOIN tasks t ON t.id = l.task_id
                ORDER BY l.n
                ON CONFLICT DO NOTHING
@@ -85,6 +91,7 @@ pub async fn add_entries(
         &kinds as &[EntryKind],
         &amounts,
         billing_day,
+        &sequences,
     )
     .fetch_all(conn)
     .await?;

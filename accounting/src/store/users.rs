@@ -4,6 +4,7 @@
 use popug_auth::Role;
 use popug_service::AccountUser;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 /// Inserts the user, or overwrites it when `version` is newer than the stored one.
 /// Returns whether the row changed.
@@ -27,4 +28,16 @@ pub async fn apply(conn: &mut PgConnection, user: &AccountUser<'_>) -> Result<bo
     .execute(conn)
     .await?;
     Ok(result.rows_affected() == 1)
+}
+
+/// Whether Accounting knows `id`: from the account bus, or from an entry booked to it
+/// before its account event arrived.
+pub async fn known(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)
+               OR EXISTS (SELECT 1 FROM balances WHERE user_id = $1) AS "known!""#,
+        id,
+    )
+    .fetch_one(conn)
+    .await
 }

@@ -1,4 +1,5 @@
-//! Request fields every service reads the same way: ids, page sizes, page tokens.
+//! Request fields every service reads the same way: ids, page sizes, page tokens, free
+//! text.
 
 use uuid::Uuid;
 
@@ -31,6 +32,25 @@ pub fn page_token(raw: &str) -> Result<Option<i64>, Error> {
         .ok_or_else(|| Error::invalid("page_token", "is not a token this service issued"))
 }
 
+/// Free text (a description): anything but NUL and the other control characters, except
+/// newline, carriage return and tab. PostgreSQL refuses NUL in text; the rest have no
+/// place in what people read.
+pub fn free_text(field: &'static str, raw: &str) -> Result<(), Error> {
+    match raw
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        Some(c) => Err(Error::invalid(
+            field,
+            format!(
+                "must not contain the control character U+{:04X}",
+                u32::from(c)
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +68,20 @@ mod tests {
         assert_eq!(page_token("42").ok(), Some(Some(42)));
         assert_eq!(field_of(page_token("zz")), "page_token");
         assert_eq!(field_of(page_token("0")), "page_token");
+    }
+
+    #[test]
+    fn free_text_keeps_lines_and_tabs_only() {
+        assert!(free_text("description", "twice a day\n\tthen rest\r\n").is_ok());
+        assert!(free_text("description", "попугай 🦜").is_ok());
+        assert_eq!(field_of(free_text("description", "a\u{0}b")), "description");
+        assert_eq!(
+            field_of(free_text("description", "bell\u{7}")),
+            "description"
+        );
+        assert_eq!(
+            field_of(free_text("description", "del\u{7f}")),
+            "description"
+        );
     }
 }

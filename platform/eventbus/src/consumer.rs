@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures::StreamExt;
 use prost::Message;
+use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::sink::{Retry, Sink};
@@ -33,7 +34,9 @@ pub struct ConsumerConfig {
     pub fetch_wait: Duration,
     /// Redelivery delay after a transient failure.
     pub retry_delay: Duration,
-    /// Unacked messages are redelivered after this long.
+    /// Unacked messages are redelivered after this long: how soon another consumer (or
+    /// this one, restarted) takes over a batch whose consumer died. While a batch is being
+    /// applied, progress acks every half of it keep it from being redelivered.
     pub ack_wait: Duration,
     /// Where a new durable consumer starts: every message in the stream, or only those
     /// published from now on (for effects on caches that anything older cannot touch).
@@ -48,7 +51,7 @@ impl ConsumerConfig {
             batch: 500,
             fetch_wait: Duration::from_millis(500),
             retry_delay: Duration::from_secs(1),
-            ack_wait: Duration::from_secs(30),
+            ack_wait: Duration::from_secs(5),
             deliver_all: true,
         }
     }
@@ -60,47 +63,68 @@ pub struct Consumer<S> {
     topology: Topology,
     config: ConsumerConfig,
     sink: S,
-    consumer: jetstream::consumer::Consumer<pull::Config>,
+    /// The durable consumer on the server, bound at the first poll (NATS may come later
+    /// than the service).
+    consumer: OnceCell<jetstream::consumer::Consumer<pull::Config>>,
 }
 
 impl<S: Sink> Consumer<S> {
-    /// Creates the durable consumer on the bus's stream if it does not exist.
+    /// A consumer that binds its durable consumer when it first polls.
+    pub fn new(
+        js: jetstream::Context,
+        topology: Topology,
+        config: ConsumerConfig,
+        sink: S,
+    ) -> Consumer<S> {
+        Consumer {
+            js,
+            topology,
+            config,
+            sink,
+            consumer: OnceCell::new(),
+        }
+    }
+
+    /// A consumer bound now (see [`Consumer::new`]).
     pub async fn bind(
         js: jetstream::Context,
         topology: Topology,
         config: ConsumerConfig,
         sink: S,
     ) -> Result<Consumer<S>, BusError> {
-        let stream = js
-            .get_stream(topology.stream(config.bus))
+        let consumer = Consumer::new(js, topology, config, sink);
+        consumer.durable().await?;
+        Ok(consumer)
+    }
+
+    /// The durable consumer on the bus's stream: created, or an existing one brought up to
+    /// this configuration (its ack wait, say).
+    async fn durable(&self) -> Result<&jetstream::consumer::Consumer<pull::Config>, BusError> {
+        self.consumer
+            .get_or_try_init(|| async {
+                let stream = self
+                    .js
+                    .get_stream(self.topology.stream(self.config.bus))
+                    .await
+                    .map_err(BusError::nats)?;
+                let deliver_policy = if self.config.deliver_all {
+                    jetstream::consumer::DeliverPolicy::All
+                } else {
+                    jetstream::consumer::DeliverPolicy::New
+                };
+                stream
+                    .create_consumer(pull::Config {
+                        durable_name: Some(self.config.name.clone()),
+                        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                        ack_wait: self.config.ack_wait,
+                        deliver_policy,
+                        max_ack_pending: 20_000,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(BusError::nats)
+            })
             .await
-            .map_err(BusError::nats)?;
-        let deliver_policy = if config.deliver_all {
-            jetstream::consumer::DeliverPolicy::All
-        } else {
-            jetstream::consumer::DeliverPolicy::New
-        };
-        let consumer = stream
-            .get_or_create_consumer(
-                &config.name,
-                pull::Config {
-                    durable_name: Some(config.name.clone()),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: config.ack_wait,
-                    deliver_policy,
-                    max_ack_pending: 20_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(BusError::nats)?;
-        Ok(Consumer {
-            js,
-            topology,
-            config,
-            sink,
-            consumer,
-        })
     }
 
     /// Consumes until `shutdown` resolves; failures are logged and retried.
@@ -126,7 +150,8 @@ impl<S: Sink> Consumer<S> {
     /// messages it acknowledged.
     pub async fn poll_once(&self) -> Result<usize, BusError> {
         let mut fetched = self
-            .consumer
+            .durable()
+            .await?
             .fetch()
             .max_messages(self.config.batch)
             .expires(self.config.fetch_wait)
@@ -164,7 +189,8 @@ impl<S: Sink> Consumer<S> {
             ids.push(event_id);
             envelopes.push(envelope);
         }
-        let (pending, refused) = match self.sink.apply(&self.config.name, &ids, &envelopes).await {
+        let applying = self.sink.apply(&self.config.name, &ids, &envelopes);
+        let (pending, refused) = match self.in_progress(&messages, applying).await {
             Ok(applied) => applied,
             Err(Retry(reason)) => {
                 self.retry_later(&messages, &reason).await;
@@ -187,6 +213,28 @@ impl<S: Sink> Consumer<S> {
             }
         }
         Ok(messages.len())
+    }
+
+    /// Awaits `work` on `messages`, telling JetStream every half ack wait that they are
+    /// still being worked on, so a long batch is not redelivered while it is applied.
+    async fn in_progress<T>(
+        &self,
+        messages: &[jetstream::Message],
+        work: impl Future<Output = T>,
+    ) -> T {
+        tokio::pin!(work);
+        let period = self.config.ack_wait / 2;
+        loop {
+            tokio::select! {
+                outcome = &mut work => return outcome,
+                () = tokio::time::sleep(period) => {
+                    for message in messages {
+                        // A lost progress ack only risks a redelivery, which is absorbed.
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
+                }
+            }
+        }
     }
 
     /// Rolls nothing forward: asks for every message of the batch again later.

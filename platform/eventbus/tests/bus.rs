@@ -220,10 +220,12 @@ async fn only_one_relay_publishes_at_a_time() {
     assert_eq!(read_stream(&f, Bus::Account).await.len(), 1);
 }
 
-/// Records each applied event; fails the first `fail_first` attempts as a crash would.
+/// Records each applied event, after `delay`; fails the first `fail_first` attempts as a
+/// crash would.
 struct Recorder {
     fail_first: AtomicUsize,
     attempts: Arc<AtomicUsize>,
+    delay: Duration,
 }
 
 impl Handler for Recorder {
@@ -233,6 +235,7 @@ impl Handler for Recorder {
         envelope: &Envelope,
     ) -> Result<(), HandleError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
         if !catalog::is::<AccountCreated>(envelope) {
             return Err(catalog::Unreadable::unknown(envelope).into());
         }
@@ -258,13 +261,25 @@ impl Handler for Recorder {
 type RecorderConsumer = Consumer<Transactional<Recorder>>;
 
 async fn consumer(f: &Fixture, fail_first: usize) -> (RecorderConsumer, Arc<AtomicUsize>) {
+    consumer_with(f, fail_first, Duration::ZERO, |_| {}).await
+}
+
+/// A recorder consumer whose handler takes `delay` per event, its configuration tweaked.
+async fn consumer_with(
+    f: &Fixture,
+    fail_first: usize,
+    delay: Duration,
+    tweak: impl FnOnce(&mut ConsumerConfig),
+) -> (RecorderConsumer, Arc<AtomicUsize>) {
     let attempts = Arc::new(AtomicUsize::new(0));
     let mut config = ConsumerConfig::new("recorder", Bus::Account);
     config.retry_delay = Duration::from_millis(50);
     config.fetch_wait = Duration::from_millis(200);
+    tweak(&mut config);
     let handler = Recorder {
         fail_first: AtomicUsize::new(fail_first),
         attempts: attempts.clone(),
+        delay,
     };
     let c = Consumer::bind(
         f.js.clone(),
@@ -335,6 +350,73 @@ async fn a_consumer_that_crashes_before_commit_gets_the_event_again_and_applies_
     let (_, attempts) = consumed(&f, 1, &["retry"]).await;
     let seen = attempts.load(Ordering::SeqCst);
     assert_eq!(seen, 2, "first attempt rolled back, second applied");
+}
+
+/// A consumer that dies in the middle of a batch (no ack, no nak: its process is gone)
+/// leaves the batch to the next consumer after the ack wait (5 s), not JetStream's
+/// default 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_consumer_died_is_redelivered_within_the_ack_wait() {
+    let f = fixture().await;
+    write_events(&f, &["crash-a", "crash-b"]).await;
+    relay_all(&f).await;
+    let (dying, dying_attempts) = consumer_with(&f, 0, Duration::from_secs(3600), |_| {}).await;
+    let batch = tokio::spawn(async move { dying.poll_once().await });
+    popug_testkit::eventually(
+        Duration::from_secs(10),
+        "the batch in the handler",
+        || async { (dying_attempts.load(Ordering::SeqCst) > 0).then_some(()) },
+    )
+    .await;
+    batch.abort();
+    let crashed = std::time::Instant::now();
+
+    let (c, _) = consumer(&f, 0).await;
+    popug_testkit::eventually(Duration::from_secs(10), "the batch redelivered", || async {
+        let _ = c.poll_once().await.unwrap();
+        (effects(&f.pool).await.len() == 2).then_some(())
+    })
+    .await;
+    let took = crashed.elapsed();
+    println!("redelivered and applied {took:?} after the crash");
+    // The ack wait runs from the delivery, which came before the crash; 500 ms for the
+    // second consumer's fetch and transaction.
+    assert!(took <= Duration::from_millis(5500), "took {took:?}");
+    assert_eq!(effects(&f.pool).await, ["crash-a", "crash-b"]);
+}
+
+/// A batch that takes longer than the ack wait is not handed to another consumer while it
+/// is still being applied: progress acks keep it, and each event is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_batch_is_not_redelivered_while_it_is_applied() {
+    let f = fixture().await;
+    write_events(&f, &["slow"]).await;
+    relay_all(&f).await;
+    let short = |c: &mut ConsumerConfig| c.ack_wait = Duration::from_secs(1);
+    let (slow, slow_attempts) = consumer_with(&f, 0, Duration::from_secs(3), short).await;
+    let (other, other_attempts) = consumer_with(&f, 0, Duration::ZERO, short).await;
+    let batch = tokio::spawn(async move { slow.poll_once().await });
+    popug_testkit::eventually(
+        Duration::from_secs(10),
+        "the batch in the handler",
+        || async { (slow_attempts.load(Ordering::SeqCst) > 0).then_some(()) },
+    )
+    .await;
+    // Three ack waits while the slow batch is applied: the other consumer gets nothing.
+    let watching = std::time::Instant::now();
+    while !batch.is_finished() {
+        assert_eq!(
+            other.poll_once().await.unwrap(),
+            0,
+            "redelivered after {:?}",
+            watching.elapsed()
+        );
+    }
+    assert_eq!(batch.await.unwrap().unwrap(), 1);
+    assert_eq!(other.poll_once().await.unwrap(), 0);
+    assert_eq!(effects(&f.pool).await, ["slow"]);
+    assert_eq!(slow_attempts.load(Ordering::SeqCst), 1);
+    assert_eq!(other_attempts.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

@@ -2,9 +2,14 @@
 //!
 //! [`serve`] takes the service's routes, its bound listener and a shutdown future (so
 //! tests drive it) and adds what every service needs: `grpc.health.v1` health (each
-//! named service SERVING, NOT_SERVING while draining), server reflection of the services
-//! it serves (grpcurl `list`/`describe`), a span per request parented on the caller's
-//! `traceparent`, and the per-RPC access check.
+//! named service SERVING while the service is healthy — see [`ready`] — NOT_SERVING
+//! otherwise and while draining), UNAVAILABLE until the service is prepared, server
+//! reflection of the services it serves (grpcurl `list`/`describe`), a span per request
+//! parented on the caller's `traceparent`, and the per-RPC access check.
+
+pub mod ready;
+
+pub use ready::{Readiness, ReadyLayer};
 
 use std::future::Future;
 use std::time::Duration;
@@ -23,6 +28,8 @@ pub struct ServeOptions {
     pub service_names: Vec<&'static str>,
     /// The per-RPC access check (the policies declared in `proto/`).
     pub auth: AuthLayer,
+    /// Whether the service is prepared and healthy.
+    pub readiness: Readiness,
 }
 
 /// Serves `routes` on `listener` until `shutdown` resolves, then drains in-flight calls.
@@ -33,11 +40,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    for name in &options.service_names {
-        health
-            .set_service_status(*name, ServingStatus::Serving)
-            .await;
-    }
+    let follow = follow_health(
+        health.clone(),
+        options.service_names.clone(),
+        options.readiness.healthy(),
+    );
+    let follow = tokio::spawn(follow);
 
     // Reflection lists the services served here and health (so `grpcurl list` shows it
     // and `describe` works on it), not every service the descriptors know.
@@ -70,6 +78,7 @@ pub async fn serve(
     let names = options.service_names.clone();
     let shutdown = async move {
         shutdown.await;
+        follow.abort();
         for name in names {
             health
                 .set_service_status(name, ServingStatus::NotServing)
@@ -90,6 +99,8 @@ pub async fn serve(
                 // where they happen, with their cause.
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
+        // Then, until the service is prepared, UNAVAILABLE for everything.
+        .layer(ReadyLayer(options.readiness))
         // Then the token check: handlers only ever see verified callers.
         .layer(options.auth)
         .add_routes(routes)
@@ -101,6 +112,27 @@ pub async fn serve(
             shutdown,
         )
         .await
+}
+
+/// Reports every service named SERVING while `healthy` says so, NOT_SERVING otherwise.
+async fn follow_health(
+    health: tonic_health::server::HealthReporter,
+    names: Vec<&'static str>,
+    mut healthy: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let status = if *healthy.borrow_and_update() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in &names {
+            health.set_service_status(*name, status).await;
+        }
+        if healthy.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 fn reflection_error(error: tonic_reflection::server::Error) -> tonic::transport::Error {

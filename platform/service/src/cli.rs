@@ -42,7 +42,8 @@ pub trait Service: Sized + Send + 'static {
     /// The service's own migrations, if it has a database (the event bus's come along).
     const MIGRATOR: Option<&'static Migrator> = None;
 
-    /// Connects, migrates and binds; nothing runs yet.
+    /// Makes its connections (lazily: the database and NATS may come later) and binds its
+    /// ports; nothing runs yet.
     fn build(settings: Self::Settings) -> impl Future<Output = anyhow::Result<Self>> + Send;
 
     /// Serves until `shutdown` resolves, then drains and stops its workers.

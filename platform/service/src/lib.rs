@@ -5,12 +5,14 @@
 //! - [`settings`] — the settings every service shares (database, buses, tokens), validated
 //! - [`connect`] — connect-and-migrate, JetStream and the streams
 //! - [`workers`] — background workers under one cancellation, joined with errors logged
+//! - [`readiness`] — prepare once the database and NATS are up; health follows them
 //! - [`cli`] — `serve`, `migrate` and a service's own commands
 //! - [`users`] — the copy of the users a service keeps from the account bus
 
 pub mod cli;
 pub mod connect;
 pub mod env;
+pub mod readiness;
 pub mod settings;
 pub mod users;
 pub mod workers;
@@ -18,6 +20,8 @@ pub mod workers;
 pub use cli::{Config, Service, Shutdown, main};
 pub use connect::{Built, Infra};
 pub use env::{ConfigError, Env};
+pub use popug_grpc::Readiness;
+pub use readiness::Prepare;
 pub use settings::{BusSettings, Common, DatabaseSettings, TokenSettings};
 pub use users::{AccountBus, AccountUser, UserCopy};
 pub use workers::Workers;

@@ -25,7 +25,8 @@ impl DatabaseSettings {
         DatabaseSettings {
             url: url.into(),
             max_connections: 16,
-            acquire_timeout: Duration::from_secs(5),
+            // A call waits at most this long for the database, then answers UNAVAILABLE.
+            acquire_timeout: Duration::from_secs(2),
         }
     }
 

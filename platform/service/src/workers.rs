@@ -5,15 +5,21 @@
 use std::future::Future;
 
 use popug_eventbus::Outbox;
+use popug_grpc::Readiness;
+use sqlx::migrate::Migrator;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::connect::Infra;
+use crate::readiness::Prepare;
 
 /// The running workers of one service.
 pub struct Workers {
     stop: CancellationToken,
     running: Vec<(&'static str, JoinHandle<()>)>,
+    /// Workers spawned after [`Workers::start`] begin once the service is prepared (its
+    /// tables exist), not before.
+    readiness: Option<Readiness>,
 }
 
 impl Workers {
@@ -30,19 +36,32 @@ impl Workers {
         Workers {
             stop,
             running: Vec::new(),
+            readiness: None,
         }
     }
 
-    /// Workers (as [`Workers::new`]) starting with the relay of the service's `outbox`.
-    pub fn with_relay(
+    /// The workers every service with a database and an outbox starts with: the readiness
+    /// worker (migrations with `migrator`, streams, `service`'s own preparation, then
+    /// health — see [`crate::readiness`]) and the relay of its `outbox`. Returns them with
+    /// the readiness the server reports; the relay and every worker spawned later wait
+    /// until the service is prepared.
+    pub fn start(
         shutdown: impl Future<Output = ()> + Send + 'static,
         infra: &Infra,
         outbox: &Outbox,
-    ) -> Workers {
+        migrator: &'static Migrator,
+        service: impl Prepare,
+    ) -> (Workers, Readiness) {
         let mut workers = Workers::new(shutdown);
+        let readiness = Readiness::starting();
+        let (watched, reported) = (infra.clone(), readiness.clone());
+        workers.spawn("readiness", |stop| {
+            crate::readiness::run(watched, migrator, service, reported, stop)
+        });
+        workers.readiness = Some(readiness.clone());
         let relay = infra.relay(outbox);
         workers.spawn("relay", |stop| relay.run(stop));
-        workers
+        (workers, readiness)
     }
 
     /// A future that resolves when the workers are told to stop.
@@ -50,7 +69,8 @@ impl Workers {
         self.stop.clone().cancelled_owned()
     }
 
-    /// Runs `work` (given the stop signal) in the background as `name`.
+    /// Runs `work` (given the stop signal) in the background as `name` — once the service
+    /// is prepared, when these workers follow a readiness.
     pub fn spawn<F>(
         &mut self,
         name: &'static str,
@@ -58,7 +78,18 @@ impl Workers {
     ) where
         F: Future<Output = ()> + Send + 'static,
     {
-        let handle = tokio::spawn(work(self.stopped()));
+        let work = work(self.stopped());
+        let prepared = self.readiness.clone();
+        let stop = self.stop.clone();
+        let handle = tokio::spawn(async move {
+            if let Some(readiness) = prepared {
+                tokio::select! {
+                    () = readiness.wait_prepared() => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+            work.await;
+        });
         self.running.push((name, handle));
     }
 

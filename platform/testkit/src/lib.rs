@@ -3,12 +3,15 @@
 //! - [`fresh_database`] creates an empty PostgreSQL database named for the test run.
 //! - [`unique_prefix`] gives a NATS subject/stream prefix no other test uses.
 //! - [`eventually`] polls a condition until a deadline instead of sleeping.
+//! - [`servers`] starts private PostgreSQL and NATS servers a fault test may stop.
 //!
 //! Servers come from `POPUG_TEST_PG_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and `POPUG_TEST_NATS_URL`
 //! (default `nats://127.0.0.1:4222`); `deploy/test.sh` starts them.
 
 #![allow(clippy::unwrap_used)] // Test fixtures: a failure should stop the test loudly.
+
+pub mod servers;
 
 use std::future::Future;
 use std::time::Duration;
@@ -32,7 +35,12 @@ pub fn redis_url() -> String {
 /// Creates an empty database `popug_test_<random>` and returns its URL. `deploy/test.sh`
 /// drops leftovers of earlier runs before it starts.
 pub async fn fresh_database() -> String {
-    let admin = pg_admin_url();
+    fresh_database_on(&pg_admin_url()).await
+}
+
+/// [`fresh_database`] on the server of maintenance URL `admin`.
+pub async fn fresh_database_on(admin: &str) -> String {
+    let admin = admin.to_owned();
     let name = format!("popug_test_{}", uuid::Uuid::new_v4().simple());
     let mut conn = PgConnection::connect(&admin)
         .await

@@ -24,16 +24,26 @@ pub fn code<T>(result: Result<tonic::Response<T>, Status>) -> Code {
     }
 }
 
-/// Asserts INVALID_ARGUMENT whose message names `field` first.
+/// Asserts INVALID_ARGUMENT naming `field` (the proto field name): the message starts
+/// with its JSON name and a `google.rpc.BadRequest` detail holds a violation of it.
 pub fn assert_field_error<T: std::fmt::Debug>(result: Result<T, Status>, field: &str) {
+    use tonic_types::StatusExt;
     let status = match result {
         Ok(value) => panic!("expected INVALID_ARGUMENT on {field}, got {value:?}"),
         Err(status) => status,
     };
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let json = popug_errors::json_name(field);
     assert!(
-        status.message().starts_with(&format!("{field}:")),
-        "the message does not name {field}: {status:?}"
+        status.message().starts_with(&format!("{json}:")),
+        "the message does not name {json}: {status:?}"
+    );
+    let bad = status
+        .get_details_bad_request()
+        .unwrap_or_else(|| panic!("no google.rpc.BadRequest in {status:?}"));
+    assert!(
+        bad.field_violations.iter().any(|v| v.field == json),
+        "no violation of {json} in {bad:?}"
     );
 }
 

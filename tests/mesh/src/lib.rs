@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used)] // Test support: a failure should stop the test loudly.
 
 pub mod call;
+pub mod proxy;
 pub mod smtp;
 
 use std::collections::HashMap;
@@ -136,6 +137,11 @@ pub struct MeshBuilder {
     accounting: Option<Tweak<accounting::Settings>>,
     gateway: Option<Tweak<gateway::Settings>>,
     smtp: bool,
+    /// Maintenance URL of the PostgreSQL server the databases go to (default: the shared
+    /// test server).
+    postgres: Option<String>,
+    /// The NATS server of the buses (default: the shared test server).
+    nats: Option<String>,
 }
 
 impl MeshBuilder {
@@ -186,6 +192,18 @@ impl MeshBuilder {
         self
     }
 
+    /// The services' databases on this PostgreSQL server (a private one a test may stop).
+    pub fn postgres(mut self, admin_url: String) -> Self {
+        self.postgres = Some(admin_url);
+        self
+    }
+
+    /// The buses on this NATS server (a private one a test may stop).
+    pub fn nats(mut self, url: String) -> Self {
+        self.nats = Some(url);
+        self
+    }
+
     /// Payout e-mails go to an SMTP [`Sink`] (otherwise to a closed port).
     pub fn smtp(mut self) -> Self {
         self.smtp = true;
@@ -204,6 +222,7 @@ pub struct TaskKeeperNode {
     /// Its database, for checks of what it stored.
     pub pool: PgPool,
     pub tasks: Arc<taskkeeper::service::Tasks>,
+    settings: taskkeeper::Settings,
 }
 
 /// Accounting as a test sees it.
@@ -296,6 +315,48 @@ impl Mesh {
         })));
     }
 
+    async fn start_taskkeeper(&mut self, settings: taskkeeper::Settings) -> TaskKeeperNode {
+        let app = taskkeeper::Application::build(settings.clone())
+            .await
+            .unwrap();
+        let addr = app.grpc_addr();
+        let tasks = app.tasks();
+        self.run("taskkeeper", app);
+        Mesh::wait_serving(addr, "popug.tasks.v1.TaskService").await;
+        TaskKeeperNode {
+            channel: connect(addr).await,
+            addr,
+            pool: tasks.pool.clone(),
+            tasks,
+            settings,
+        }
+    }
+
+    /// Stops TaskKeeper and starts a new one on the same database and buses, on a new
+    /// port (what a crashed process's replacement is; the gateway keeps the old address).
+    pub async fn restart_taskkeeper(&mut self) {
+        self.stop("taskkeeper");
+        let settings = self.taskkeeper().settings.clone();
+        self.taskkeeper = Some(self.start_taskkeeper(settings).await);
+    }
+
+    /// Waits until the service at `addr` reports `service` SERVING: prepared (migrated,
+    /// its streams made) and its database and NATS reachable.
+    pub async fn wait_serving(addr: SocketAddr, service: &str) {
+        let channel = connect(addr).await;
+        popug_testkit::eventually(WAIT, &format!("{service} SERVING"), || {
+            let mut client = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+            let request = tonic_health::pb::HealthCheckRequest {
+                service: service.to_owned(),
+            };
+            async move {
+                let status = client.check(request).await.ok()?.into_inner().status;
+                (status == tonic_health::ServingStatus::Serving as i32).then_some(())
+            }
+        })
+        .await;
+    }
+
     /// Stops one service (`account`, `taskkeeper`, `accounting`, `gateway`) as a clean
     /// shutdown would.
     pub fn stop(&mut self, name: &str) {
@@ -307,7 +368,14 @@ impl Mesh {
     async fn start(builder: MeshBuilder) -> Mesh {
         let _ = popug_telemetry::init("mesh-tests");
         let prefix = popug_testkit::unique_prefix();
-        let mut settings = account_settings(popug_testkit::fresh_database().await, &prefix);
+        let postgres = builder
+            .postgres
+            .clone()
+            .unwrap_or_else(popug_testkit::pg_admin_url);
+        let nats = builder.nats.clone().unwrap_or_else(popug_testkit::nats_url);
+        let database = async || popug_testkit::fresh_database_on(&postgres).await;
+        let mut settings = account_settings(database().await, &prefix);
+        settings.common.bus.nats_url = nats.clone();
         if let Some(tweak) = builder.account {
             tweak(&mut settings);
         }
@@ -317,7 +385,7 @@ impl Mesh {
         let accounts = app.accounts();
         let mut mesh = Mesh {
             topology: Topology::new(&prefix).unwrap(),
-            js: popug_testkit::jetstream().await,
+            js: async_nats::jetstream::new(async_nats::connect(&nats).await.unwrap()),
             account: connect(account_addr).await,
             account_addr,
             account_pool: accounts.pool.clone(),
@@ -332,21 +400,13 @@ impl Mesh {
             prefix,
         };
         mesh.run("account", app);
+        Mesh::wait_serving(account_addr, "popug.account.v1.AuthService").await;
 
         if let Some(tweak) = builder.taskkeeper {
-            let database_url = popug_testkit::fresh_database().await;
-            let mut settings = taskkeeper_settings(database_url, &mesh.prefix, &mesh.jwks_url);
+            let mut settings = taskkeeper_settings(database().await, &mesh.prefix, &mesh.jwks_url);
+            settings.common.bus.nats_url = nats.clone();
             tweak(&mut settings);
-            let app = taskkeeper::Application::build(settings).await.unwrap();
-            let addr = app.grpc_addr();
-            let tasks = app.tasks();
-            mesh.run("taskkeeper", app);
-            mesh.taskkeeper = Some(TaskKeeperNode {
-                channel: connect(addr).await,
-                addr,
-                pool: tasks.pool.clone(),
-                tasks,
-            });
+            mesh.taskkeeper = Some(mesh.start_taskkeeper(settings).await);
         }
 
         if let Some(tweak) = builder.accounting {
@@ -358,13 +418,14 @@ impl Mesh {
             } else {
                 closed_addr().port()
             };
-            let database_url = popug_testkit::fresh_database().await;
+            let database_url = database().await;
             let mut settings = accounting_settings(
                 database_url.clone(),
                 &mesh.prefix,
                 &mesh.jwks_url,
                 smtp_port,
             );
+            settings.common.bus.nats_url = nats.clone();
             tweak(&mut settings);
             let app = accounting::Application::build(settings.clone())
                 .await
@@ -373,6 +434,7 @@ impl Mesh {
             let service = app.accounting();
             let ledger = app.ledger();
             mesh.run("accounting", app);
+            Mesh::wait_serving(addr, "popug.accounting.v1.AccountingService").await;
             mesh.accounting = Some(AccountingNode {
                 channel: connect(addr).await,
                 addr,
@@ -393,6 +455,7 @@ impl Mesh {
                 url(mesh.accounting.as_ref().map(|n| n.addr)),
             ];
             let mut settings = gateway_settings(&mesh.prefix, upstreams, &mesh.jwks_url);
+            settings.bus.nats_url = nats.clone();
             tweak(&mut settings);
             let app = gateway::Application::build(settings).await.unwrap();
             let addr = app.local_addr();

@@ -29,6 +29,14 @@ async fn login_right_wrong_and_unknown() {
 
     assert_field_error(mesh.login("", "x").await, "username");
     assert_field_error(mesh.login("admin", "").await, "password");
+
+    // A username PostgreSQL cannot store (NUL, other control characters) is an unknown
+    // user like any other (it was INTERNAL): the same answer, no hint.
+    for odd in ["adm\u{0}in", "admin\u{1b}", "\u{0}"] {
+        let status = mesh.login(odd, ADMIN_PASSWORD).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{odd:?}: {status:?}");
+        assert_eq!(status.message(), unknown.message(), "{odd:?}");
+    }
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! The account bus: every change publishes exactly one event, in order, and the outbox
-//! is drained.
+//! is drained; a create retried with its idempotency key publishes one.
 
 use popug_eventbus::Bus;
-use popug_mesh::wait_for_count;
+use popug_mesh::call::assert_field_error;
+use popug_mesh::{Mesh, wait_for_count, with_token};
 use popug_proto::catalog;
 use popug_proto::popug::account::v1 as pb;
 
@@ -72,4 +73,76 @@ async fn every_change_publishes_exactly_one_event() {
     let pending = "SELECT count(*) FROM eventbus.outbox WHERE published_at IS NULL";
     wait_for_count(&mesh.account_pool, "the outbox drained", pending, 0).await;
     assert_eq!(mesh.events(Bus::Account).await.len(), 4);
+}
+
+/// CreateAccount retried with the same `idempotency-key` returns the first account and
+/// publishes one `account.created`; the same key with another request is refused naming
+/// the key; an expired key is forgotten by the sweep.
+#[tokio::test]
+async fn a_create_retried_with_its_key_creates_one_account() {
+    let mesh = Mesh::builder().start().await;
+    let create = |username: &str, key: &str| {
+        let mut request = with_token(
+            &mesh.admin,
+            pb::CreateAccountRequest {
+                username: username.into(),
+                email: format!("{username}@test.example"),
+                role: pb::Role::Worker as i32,
+                name: "Re".into(),
+                surname: "Try".into(),
+                password: "retry-password".into(),
+                ..Default::default()
+            },
+        );
+        request
+            .metadata_mut()
+            .insert("idempotency-key", key.parse().unwrap());
+        let mut client = mesh.accounts_client();
+        async move { client.create_account(request).await }
+    };
+    let first = create("retrier", "k-1").await.unwrap().into_inner().account;
+    let again = create("retrier", "k-1").await.unwrap().into_inner().account;
+    assert_eq!(first.unwrap().id, again.unwrap().id);
+    assert_field_error(create("other", "k-1").await, "idempotency-key");
+    // Without the key, the same request is a duplicate username.
+    let status = mesh
+        .accounts_client()
+        .create_account(with_token(
+            &mesh.admin,
+            pb::CreateAccountRequest {
+                username: "retrier".into(),
+                email: "retrier@test.example".into(),
+                role: pb::Role::Worker as i32,
+                name: "Re".into(),
+                surname: "Try".into(),
+                password: "retry-password".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
+    // Bootstrap admin + one creation.
+    let events = mesh.wait_for_events(Bus::Account, 2).await;
+    let created = events
+        .iter()
+        .filter(|e| e.name == "account.created")
+        .count();
+    assert_eq!(created, 2);
+
+    // Keys older than twice the kept time are forgotten; fresh ones stay. (Test SQL.)
+    sqlx::query("UPDATE idempotency.keys SET created_at = now() - interval '49 hours'")
+        .execute(&mesh.account_pool)
+        .await
+        .unwrap();
+    create("fresh", "k-2").await.unwrap();
+    let forgotten = popug_idempotency::forget_expired(&mesh.account_pool)
+        .await
+        .unwrap();
+    assert_eq!(forgotten, 1);
+    let left: Vec<String> = sqlx::query_scalar("SELECT key FROM idempotency.keys")
+        .fetch_all(&mesh.account_pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["k-2"]);
 }

@@ -296,3 +296,61 @@ async fn poison_goes_to_dead_letters() {
     ));
     w.assert_invariants().await;
 }
+
+/// The ledger deduplicates by business key, not only by event id: the same assignment
+/// (task, assignee, sequence) or completion re-emitted under new event ids — one by one,
+/// in one batch, or on the bus — is one fee and one reward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn re_emitted_events_under_new_ids_book_once() {
+    let w = ledger_mesh().await;
+    let (a, t) = (Uuid::now_v7(), Uuid::now_v7());
+    let once = [
+        created_v2(t, "Re-emitted", "POP-30", a),
+        assigned(t, "Re-emitted", "POP-30", a, 1),
+        completed(t, "Re-emitted", "POP-30", a, 1),
+    ];
+    for e in &once {
+        w.deliver(e).await.unwrap();
+    }
+    let before = w.rows().await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    // Each helper call mints a new event id for the same facts.
+    w.deliver(&assigned(t, "Re-emitted", "POP-30", a, 1))
+        .await
+        .unwrap();
+    w.deliver(&completed(t, "Re-emitted", "POP-30", a, 1))
+        .await
+        .unwrap();
+    w.deliver_batch(&[
+        assigned(t, "Re-emitted", "POP-30", a, 1),
+        assigned(t, "Re-emitted", "POP-30", a, 1),
+        completed(t, "Re-emitted", "POP-30", a, 1),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        w.rows().await,
+        before,
+        "a re-emitted event was booked again"
+    );
+
+    // On the bus, through the real consumer: the re-emissions, then a marker.
+    w.publish(&assigned(t, "Re-emitted", "POP-30", a, 1)).await;
+    w.publish(&completed(t, "Re-emitted", "POP-30", a, 1)).await;
+    w.publish(&assigned(Uuid::now_v7(), "Marker", "", a, 1))
+        .await;
+    w.wait_for_entries("the marker applied", 3).await;
+    let rows = w.rows().await;
+    let of_t: Vec<&Row> = rows.iter().filter(|r| r.task_id == Some(t)).collect();
+    assert_eq!(of_t.len(), 2, "{of_t:?}");
+    let (fee, reward) = w.prices(&t.to_string()).await;
+    let amounts = sorted(of_t.iter().map(|r| r.amount).collect());
+    assert_eq!(amounts, sorted(vec![-fee, reward]));
+    w.assert_invariants().await;
+
+    // A new assignment of the same task (a later sequence) is a new fee.
+    w.deliver(&assigned(t, "Re-emitted", "POP-30", a, 2))
+        .await
+        .unwrap();
+    assert_eq!(w.rows().await.len(), 4);
+}

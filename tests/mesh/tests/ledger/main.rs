@@ -6,9 +6,11 @@
 //! - [`full_day`] — a whole day by hand through the mesh: balances, audit log, earnings,
 //!   analytics, the day close and its mail
 //! - [`access`] — who may see what, missing tokens and bad input
-//! - [`events`] — redelivery, out-of-order arrivals, batch booking, dead letters
+//! - [`events`] — redelivery, out-of-order arrivals, batch booking, dead letters,
+//!   re-emitted events under new ids
 //! - [`day_close`] — concurrent closes, a close racing the consumers, the scheduler
 //! - [`mail`] — payout mails with SMTP down, then up
+//! - [`inputs`] — days outside the range, long CUSTOM spans, unknown users
 //!
 //! Test SQL against Accounting's tables is dynamic (`sqlx::query`), not checked at
 //! compile time.
@@ -19,6 +21,7 @@ mod access;
 mod day_close;
 mod events;
 mod full_day;
+mod inputs;
 mod mail;
 
 use accounting::domain::Cents;

@@ -146,6 +146,19 @@ async fn permissions_per_role_and_bad_input() {
         create("ok".into(), "", "x".repeat(10_001)).await,
         "description",
     );
+    // Control characters PostgreSQL refuses (NUL) or a reader would not see (ESC) were
+    // INTERNAL; newline and tab stay allowed in a description.
+    for bad in ["nul \u{0} inside", "escape \u{1b}[31m"] {
+        assert_field_error(create("ok".into(), "", bad.into()).await, "description");
+        assert_field_error(create(bad.into(), "", "".into()).await, "title");
+    }
+    let multiline = create("Lines".into(), "", "one\n\ttwo\r\nthree".into())
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(multiline.description, "one\n\ttwo\r\nthree");
     let bad_id = client(&mesh)
         .get_task(with_token(
             &w1.token,
@@ -188,7 +201,7 @@ async fn permissions_per_role_and_bad_input() {
     }
     assert_eq!(
         all_tasks(&mesh).await.len(),
-        12,
-        "bad input created something"
+        13,
+        "bad input created something (12 tasks and the multi-line one)"
     );
 }
