@@ -302,6 +302,16 @@ pub async fn wait_for_count(pool: &PgPool, what: &str, sql: &str, n: i64) {
 }
 
 impl Mesh {
+    /// Every service and the gateway, as they run in production.
+    pub async fn everything() -> Mesh {
+        Mesh::builder()
+            .taskkeeper()
+            .accounting()
+            .gateway()
+            .start()
+            .await
+    }
+
     pub fn builder() -> MeshBuilder {
         MeshBuilder::default()
     }

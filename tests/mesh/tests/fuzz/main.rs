@@ -147,12 +147,7 @@ async fn no_request_makes_a_service_panic_or_answer_internal() {
         .map_or(Duration::from_secs(45), Duration::from_secs);
     let started = Instant::now();
     let deadline = started + budget;
-    let mesh = Mesh::builder()
-        .taskkeeper()
-        .accounting()
-        .gateway()
-        .start()
-        .await;
+    let mesh = Mesh::everything().await;
     let f = setup::fixture(&mesh).await;
     let rpcs = setup::rpcs(&mesh, &f.known, &f.spared, &f.victims);
     println!(

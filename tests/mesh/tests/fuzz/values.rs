@@ -30,6 +30,17 @@ pub struct Known {
     pub refresh_tokens: Vec<String>,
 }
 
+impl Known {
+    /// Every known id, users' and tasks'.
+    fn ids(&self) -> Vec<String> {
+        self.user_ids
+            .iter()
+            .chain(&self.task_ids)
+            .cloned()
+            .collect()
+    }
+}
+
 /// How a field is filled: the odds of a valid-looking value against a wild one, and of
 /// the field being set at all.
 #[derive(Debug, Clone, Copy)]
@@ -303,12 +314,7 @@ fn valid_string(name: &str, known: &Known) -> S<String> {
             .boxed(),
         n if is_day(n) => days(),
         n if is_id(n) => {
-            let ids: Vec<String> = known
-                .user_ids
-                .iter()
-                .chain(&known.task_ids)
-                .cloned()
-                .collect();
+            let ids = known.ids();
             // Empty (the caller, for some) is a field left unset.
             prop_oneof![6 => pick(&ids, uuid()), 1 => uuid()].boxed()
         }
@@ -351,12 +357,7 @@ fn days() -> S<String> {
 /// just past a limit, real ids — and more often what is hostile to a field called `name`
 /// (malformed days, ids, page tokens, Jira keys).
 fn wild_string(name: &str, known: &Known, cheap: bool) -> S<String> {
-    let ids: Vec<String> = known
-        .user_ids
-        .iter()
-        .chain(&known.task_ids)
-        .cloned()
-        .collect();
+    let ids = known.ids();
     let mut options: Vec<(u32, S<String>)> = vec![
         (1, Just(String::new()).boxed()),
         (3, re("[a-z]{1,8}\\x00[a-z]{0,8}")),
