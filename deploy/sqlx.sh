@@ -50,9 +50,15 @@ migrated_db() {
   echo "postgres://postgres@127.0.0.1:5432/$name"
 }
 
+# A service crate's metadata also holds the queries of the shared crates it builds (a
+# fresh build compiles them and sqlx-cli records them): touch those so a warm build
+# recompiles them too and every machine writes and checks the same set.
+shared_sources=(platform/eventbus/src/lib.rs platform/idempotency/src/lib.rs)
+
 status=0
 for dir in "${crates[@]}"; do
   url="$(migrated_db "$dir")"
+  [[ "$dir" == platform/* ]] || touch "${shared_sources[@]}"
   case "$mode" in
     env)
       echo "DATABASE_URL=$url" >"$dir/.env"

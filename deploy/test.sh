@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # deploy/test.sh — command 2 of the README, and what CI runs (.ci/run): install and start
 # what the tests need, then the contract checks (buf lint, buf breaking), formatting and
-# lints, the deploy files, the compile-time SQL metadata, every Rust test against the
-# real servers, the end-to-end smoke test (grpcurl) and the browser tests (Playwright,
-# Chromium).
+# lints, the deploy files, the observability files (Prometheus configuration, alert rules
+# and their unit tests, the Grafana dashboard's queries), the compile-time SQL metadata,
+# every Rust test against the real servers, the end-to-end smoke test (grpcurl, and a
+# real Prometheus scraping the services) and the browser tests (Playwright, Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=deploy/infra.sh
@@ -12,6 +13,7 @@ cd "$(dirname "$0")/.."
 ensure_platform
 ensure_buf
 ensure_grpcurl
+ensure_prometheus
 
 section() { printf '\n== %s\n' "$*"; }
 
@@ -26,6 +28,9 @@ fi
 
 section "deploy files (compose, Kubernetes, Dockerfile, scripts)"
 bash deploy/validate.sh
+
+section "observability: Prometheus configuration, alert rules and their tests, dashboard queries"
+bash tests/observability.sh
 
 section "SQL checked at compile time: each crate's .sqlx/ matches its queries and migrations"
 bash deploy/sqlx.sh check

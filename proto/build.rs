@@ -16,6 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut compiler = protox::Compiler::new([root])?;
     compiler.include_imports(true);
+    // Comments travel with the descriptors: reflection (`grpcurl describe`) shows them,
+    // and the generated code carries them as docs.
+    compiler.include_source_info(true);
     compiler.open_files(&files)?;
     // Encoded by protox itself: it keeps custom options (the per-RPC access policy),
     // which a round trip through prost_types would drop as unknown fields.

@@ -5,10 +5,14 @@
 #
 # mesh_start NAME BASE  creates databases NAME, NAME_tasks, NAME_money; starts Account,
 #                       TaskKeeper, Accounting and the Gateway from $MESH_BIN with stream
-#                       prefix NAME on ports BASE+51 (Account gRPC), +81 (JWKS), +52, +53
-#                       and +80 (Gateway); exports ACCOUNT_ADDR, TASKS_ADDR, MONEY_ADDR,
-#                       GATEWAY_ADDR and JWKS_URL. Set the services' own variables
-#                       (ACCOUNTING__SMTP_PORT, GATEWAY__WEB_DIR, ...) before calling it.
+#                       prefix NAME on ports BASE+51 (Account gRPC), +81 (JWKS and
+#                       metrics), +52, +53, +80 (Gateway), +82 and +83 (TaskKeeper's and
+#                       Accounting's metrics); exports ACCOUNT_ADDR, TASKS_ADDR,
+#                       MONEY_ADDR, GATEWAY_ADDR, JWKS_URL and the four services' GET
+#                       /metrics URLs ACCOUNT_METRICS_URL, TASKKEEPER_METRICS_URL,
+#                       ACCOUNTING_METRICS_URL, GATEWAY_METRICS_URL. Set the services'
+#                       own variables (ACCOUNTING__SMTP_PORT, GATEWAY__WEB_DIR, ...)
+#                       before calling it.
 # mesh_fail MESSAGE     prints MESSAGE, the error and the last lines of every log; exits.
 # mesh_stop             stops everything mesh_start started and drops its databases
 #                       (installed as the EXIT trap by mesh_start).
@@ -73,7 +77,8 @@ mesh_start() {
   MESH_NAME="$1"
   local base="$2" port db
   trap mesh_stop EXIT
-  for port in $((base + 51)) $((base + 52)) $((base + 53)) $((base + 80)) $((base + 81)); do
+  for port in $((base + 51)) $((base + 52)) $((base + 53)) $((base + 80)) $((base + 81)) \
+    $((base + 82)) $((base + 83)); do
     if _infra_tcp_open 127.0.0.1 "$port"; then
       mesh_fail "port $port is already in use (another run still up?)"
     fi
@@ -85,6 +90,12 @@ mesh_start() {
   export ACCOUNT_ADDR="127.0.0.1:$((base + 51))" TASKS_ADDR="127.0.0.1:$((base + 52))"
   export MONEY_ADDR="127.0.0.1:$((base + 53))" GATEWAY_ADDR="127.0.0.1:$((base + 80))"
   export JWKS_URL="http://127.0.0.1:$((base + 81))/.well-known/jwks.json"
+  # GET /metrics of each: Account beside its JWKS, the gateway on its public port,
+  # TaskKeeper and Accounting on ports of their own.
+  export ACCOUNT_METRICS_URL="http://127.0.0.1:$((base + 81))/metrics"
+  export TASKKEEPER_METRICS_URL="http://127.0.0.1:$((base + 82))/metrics"
+  export ACCOUNTING_METRICS_URL="http://127.0.0.1:$((base + 83))/metrics"
+  export GATEWAY_METRICS_URL="http://$GATEWAY_ADDR/metrics"
   # Errors print their cause chain; a backtrace would bury it.
   export RUST_LIB_BACKTRACE=0
   local pg=postgres://postgres@127.0.0.1:5432
@@ -93,8 +104,10 @@ mesh_start() {
   export ACCOUNT__BOOTSTRAP_ADMIN_PASSWORD="${ACCOUNT__BOOTSTRAP_ADMIN_PASSWORD:-popug-admin}"
   export TASKKEEPER__GRPC_ADDR="$TASKS_ADDR" TASKKEEPER__JWKS_URL="$JWKS_URL"
   export TASKKEEPER__DATABASE_URL="$pg/${MESH_NAME}_tasks" TASKKEEPER__STREAM_PREFIX="$MESH_NAME"
+  export TASKKEEPER__METRICS_ADDR="127.0.0.1:$((base + 82))"
   export ACCOUNTING__GRPC_ADDR="$MONEY_ADDR" ACCOUNTING__JWKS_URL="$JWKS_URL"
   export ACCOUNTING__DATABASE_URL="$pg/${MESH_NAME}_money" ACCOUNTING__STREAM_PREFIX="$MESH_NAME"
+  export ACCOUNTING__METRICS_ADDR="127.0.0.1:$((base + 83))"
   export GATEWAY__LISTEN_ADDR="$GATEWAY_ADDR" GATEWAY__JWKS_URL="$JWKS_URL"
   export GATEWAY__ACCOUNT_URL="http://$ACCOUNT_ADDR" GATEWAY__TASKKEEPER_URL="http://$TASKS_ADDR"
   export GATEWAY__ACCOUNTING_URL="http://$MONEY_ADDR"

@@ -3,12 +3,17 @@
 # would: reflection lists the services, health says SERVING, the bootstrap admin logs in,
 # the token's kid is in the published JWKS and the service accepts the token; the demo
 # users are seeded, a worker creates a task, its assignee completes it, a manager
-# reassigns, and the permission and input rules hold.
+# reassigns, and the permission and input rules hold. Then every service's GET /metrics:
+# clean for `promtool check metrics`, every metric family of its catalog there, and the
+# calls made above counted; and a real Prometheus scraping the four, evaluating the alert
+# rules and running the dashboard's queries (docs/operations.md).
 # Isolated: its own database, stream prefix and ports; everything it starts it stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . deploy/infra.sh
 ensure_grpcurl
+ensure_prometheus
+ensure_pip_tool PyYAML 6.0.4 # for tests/observability/promcheck.py
 
 bin="${CARGO_TARGET_DIR:-target}/debug"
 cargo build --locked --quiet -p account -p taskkeeper -p accounting -p gateway
@@ -135,6 +140,7 @@ gw_token="$(g -d '{"username":"worker1","password":"popug-worker1"}' $GW popug.a
   fail "WhoAmI through the gateway"
 g -H "authorization: Bearer $gw_token" -d '{"title":"Via the gateway"}' $GW popug.tasks.v1.TaskService/CreateTask |
   jq -e .task.id >/dev/null || fail "CreateTask through the gateway"
+gw_creates=1 # tasks created through the gateway (the metrics below count them)
 check "log in, WhoAmI and CreateTask through the gateway"
 
 if g -H "authorization: Bearer $gw_token" $GW popug.account.v1.AccountService/ListAccounts >/dev/null 2>"$work/gwdenied.txt"; then
@@ -210,6 +216,7 @@ for round in $(seq 1 40); do
   balances >"$work/balances.txt"
   awk '$3 > 0 { found = 1 } END { exit !found }' "$work/balances.txt" && break
   extra="$(gw "$worker" -d "{\"title\":\"Extra $round\"}" $GW popug.tasks.v1.TaskService/CreateTask)"
+  gw_creates=$((gw_creates + 1))
   who="$(gw "$admin" -d "{\"id\":\"$(jq -r .task.assigneeId <<<"$extra")\"}" $GW popug.account.v1.AccountService/GetAccount | jq -r .account.username)"
   gw "$(login "$who" "popug-$who")" -d "{\"id\":\"$(jq -r .task.id <<<"$extra")\"}" $GW popug.tasks.v1.TaskService/CompleteTask >/dev/null
   # Wait for the ledger to take the reward in before looking again.
@@ -244,6 +251,129 @@ while read -r id name before; do
 done <"$work/balances.txt"
 [[ "$(jq -r '.payouts // "0"' <<<"$closed")" == "$paid" ]] || fail "close paid $(jq -r .payouts <<<"$closed"), expected $paid"
 check "CloseDay paid $paid popug(s) to zero, each got one e-mail with the amount; the rest carried over"
+
+# --- Metrics: every service's GET /metrics, then a real Prometheus scraping them ----------
+promcheck() { "$POPUG_TOOLS_VENV/bin/python" tests/observability/promcheck.py "$@"; }
+declare -A metrics_url=([account]="$ACCOUNT_METRICS_URL" [taskkeeper]="$TASKKEEPER_METRICS_URL"
+  [accounting]="$ACCOUNTING_METRICS_URL" [gateway]="$GATEWAY_METRICS_URL")
+mesh_services=(account taskkeeper accounting gateway)
+
+for s in "${mesh_services[@]}"; do
+  curl -fsS "${metrics_url[$s]}" >"$work/$s.metrics" || fail "GET ${metrics_url[$s]}"
+  lint="$(promtool check metrics <"$work/$s.metrics" 2>&1)" || lint="${lint:-promtool check metrics failed}"
+  [[ -z "$lint" ]] || fail "promtool check metrics on $s's ${metrics_url[$s]}: $lint"
+done
+check "promtool check metrics finds nothing to say about any of the four /metrics"
+
+# at_least URL MIN NAME [LABEL=VALUE...]: until the sum of those samples at URL is at least
+# MIN (the ledger's totals are read every 15 s, the consumers' lag every few seconds);
+# sets `got` to it. Fails after 30 s.
+at_least() {
+  local url="$1" min="$2"
+  shift 2
+  got=""
+  for _ in $(seq 1 150); do
+    got="$(curl -fsS "$url" | promcheck value "$@" || true)"
+    [[ -n "$got" ]] && awk -v v="$got" -v m="$min" 'BEGIN { exit !(v >= m) }' && return 0
+    sleep 0.2
+  done
+  fail "$url: $* is ${got:-absent}, expected at least $min"
+}
+tasks=(grpc_service=popug.tasks.v1.TaskService)
+direct_creates=2 # "Feed the parrots" and "Buy seeds", straight to TaskKeeper
+at_least "$TASKKEEPER_METRICS_URL" $((direct_creates + gw_creates)) grpc_server_handled_total \
+  "${tasks[@]}" grpc_method=CreateTask grpc_code=OK
+tk_creates=$got
+at_least "$TASKKEEPER_METRICS_URL" 1 grpc_server_handled_total "${tasks[@]}" grpc_method=CreateTask grpc_code=InvalidArgument
+at_least "$TASKKEEPER_METRICS_URL" 1 grpc_server_handled_total "${tasks[@]}" grpc_method=ReassignOpenTasks grpc_code=PermissionDenied
+at_least "$TASKKEEPER_METRICS_URL" 8 eventbus_consumer_processed_total consumer=taskkeeper-users
+check "TaskKeeper counted $tk_creates CreateTask OK (${direct_creates} direct + $gw_creates via the gateway), the InvalidArgument," \
+  "the PermissionDenied, and the account events its consumer took"
+
+at_least "$GATEWAY_METRICS_URL" "$gw_creates" grpc_server_handled_total "${tasks[@]}" grpc_method=CreateTask grpc_code=OK
+at_least "$GATEWAY_METRICS_URL" "$gw_creates" grpc_client_handled_total "${tasks[@]}" grpc_method=CreateTask grpc_code=OK
+at_least "$GATEWAY_METRICS_URL" 1 grpc_server_handled_total grpc_service=popug.account.v1.AccountService \
+  grpc_method=ListAccounts grpc_code=PermissionDenied
+at_least "$GATEWAY_METRICS_URL" 1 gateway_refused_total reason=permission_denied
+check "the gateway counted $gw_creates CreateTask OK as server and as client, and its PermissionDenied refusal"
+
+# Assignments: "Feed" once, "Buy seeds" twice (created, reassigned), each gateway task once.
+at_least "$ACCOUNTING_METRICS_URL" $((3 + gw_creates)) accounting_ledger_entries_total kind=assign_fee
+fees_booked=$got
+at_least "$ACCOUNTING_METRICS_URL" "$gw_creates" accounting_ledger_entries_total kind=completion_reward
+at_least "$ACCOUNTING_METRICS_URL" "$paid" accounting_ledger_entries_total kind=payout
+at_least "$ACCOUNTING_METRICS_URL" 1 accounting_ledger_cents_total kind=assign_fee
+at_least "$ACCOUNTING_METRICS_URL" 1 accounting_day_closes_total
+at_least "$ACCOUNTING_METRICS_URL" "$paid" accounting_payout_mails_total status=sent
+at_least "$ACCOUNTING_METRICS_URL" 1 accounting_last_closed_day_timestamp_seconds
+check "Accounting counted $fees_booked assign fees, the rewards, $paid payout(s) and their e-mails, and the day close"
+
+# Again, now that the ledger's totals and the consumers' lag have been read: every family.
+absent=""
+for s in "${mesh_services[@]}"; do
+  curl -fsS "${metrics_url[$s]}" >"$work/$s.metrics" || fail "GET ${metrics_url[$s]}"
+  promcheck families "$s" <"$work/$s.metrics" >/dev/null 2>"$work/families.txt" ||
+    absent+="$(cat "$work/families.txt")"$'\n'
+done
+[[ -z "$absent" ]] || fail "metric families missing (a counter must exist at 0 from the start):"$'\n'"$absent"
+check "each service exposes every metric family docs/operations.md gives it"
+
+for s in "${mesh_services[@]}"; do
+  [[ "$(promcheck value popug_serving <"$work/$s.metrics" || true)" == 1 ]] || fail "$s: popug_serving is not 1"
+  [[ "$(promcheck value popug_build_info "service=$s" <"$work/$s.metrics" || true)" == 1 ]] ||
+    fail "$s: no popug_build_info{service=\"$s\"} 1"
+done
+check "every service says popug_serving 1 and its popug_build_info"
+
+# A real Prometheus: the four targets every second, the alert rules of deploy/observability.
+prom_port=26090
+prom="http://127.0.0.1:$prom_port"
+_infra_tcp_open 127.0.0.1 $prom_port && fail "port $prom_port is already in use (another run still up?)"
+mkdir -p "$work/prometheus"
+{
+  printf 'global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n'
+  printf 'rule_files:\n  - %s\n' "$PWD/deploy/observability/alerts.yml"
+  printf 'scrape_configs:\n'
+  for s in "${mesh_services[@]}"; do
+    target="${metrics_url[$s]#http://}"
+    printf '  - job_name: %s\n    static_configs:\n      - targets: ["%s"]\n' "$s" "${target%/metrics}"
+  done
+} >"$work/prometheus/prometheus.yml"
+prometheus --config.file="$work/prometheus/prometheus.yml" --storage.tsdb.path="$work/prometheus/data" \
+  --web.listen-address="127.0.0.1:$prom_port" >"$work/prometheus.log" 2>&1 &
+MESH_PIDS+=("$!")
+# Until it is ready it answers 503; its discovery hands the targets over after ~5 s.
+all_up() {
+  [[ -n "$targets" ]] && # jq -e takes no input for success
+    jq -e '[.data.activeTargets[] | select(.health == "up")] | length == 4' <<<"$targets" >/dev/null 2>&1
+}
+targets=""
+for _ in $(seq 1 150); do
+  targets="$(curl -fsS "$prom/api/v1/targets" 2>/dev/null || true)"
+  all_up && break
+  sleep 0.2
+done
+all_up ||
+  fail "Prometheus on $prom: not every target up: $(jq -c '[.data.activeTargets[]? | {job: .labels.job, health, lastError}]' <<<"$targets" 2>/dev/null || echo "$targets")"
+check "Prometheus scrapes the four services: every target up"
+
+query() { curl -fsS --get "$prom/api/v1/query" --data-urlencode "query=$1"; }
+red="$(query 'sum by (grpc_method) (grpc_server_handled_total{job="taskkeeper",grpc_service="popug.tasks.v1.TaskService"})')" ||
+  fail "the RED query"
+for method in CreateTask CompleteTask ReassignOpenTasks; do
+  jq -e --arg m "$method" '.data.result[] | select(.metric.grpc_method == $m) | .value[1] | tonumber > 0' \
+    <<<"$red" >/dev/null || fail "Prometheus has no $method calls: $red"
+done
+via_prom="$(jq -r '.data.result[] | select(.metric.grpc_method == "CreateTask") | .value[1]' <<<"$red")"
+((via_prom >= tk_creates)) || fail "Prometheus counts $via_prom CreateTask calls, TaskKeeper said $tk_creates OK ones"
+p99="$(query 'histogram_quantile(0.99, sum by (le) (grpc_server_handling_seconds_bucket{job="taskkeeper",grpc_method="CreateTask"}))' |
+  jq -r '.data.result[0].value[1] // "none"')"
+awk -v v="$p99" 'BEGIN { exit !(v + 0 > 0 && v + 0 < 30) }' || fail "CreateTask p99 from Prometheus: $p99"
+check "Prometheus answers RED queries: $via_prom CreateTask calls, also CompleteTask and ReassignOpenTasks; CreateTask p99 ${p99}s"
+
+promcheck live "$prom" deploy/observability/alerts.yml deploy/observability/grafana/dashboards/popugjira.json \
+  >"$work/live.txt" 2>&1 || fail "$(cat "$work/live.txt")"
+check "on the live data: $(tail -n 1 "$work/live.txt")"
 
 # A service that cannot start says why: the scripts print its error line, not only the
 # tail of its log (a start failure once showed a backtrace's end and nothing else).

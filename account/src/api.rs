@@ -89,6 +89,17 @@ impl AuthService for Api {
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn logout_everywhere(
+        &self,
+        request: Request<pb::LogoutEverywhereRequest>,
+    ) -> Result<Response<pb::LogoutEverywhereResponse>, Status> {
+        let caller = caller(&request)?;
+        let id = parse_id("id", &request.get_ref().id)?;
+        self.0.logout_everywhere(caller, id).await?;
+        Ok(Response::new(pb::LogoutEverywhereResponse {}))
+    }
+
     async fn get_jwks(
         &self,
         _: Request<pb::GetJwksRequest>,

@@ -54,7 +54,7 @@ impl Config for Settings {
                 password,
             });
         Ok(Settings {
-            common: Common::from_env(&ENV, 50051, "popug_account")?,
+            common: Common::from_env(&ENV, 50051, None, "popug_account")?,
             http_addr: ENV.var("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8081)))?,
             access_ttl: ENV.secs("ACCESS_TTL_SECS", 15 * 60)?,
             refresh_ttl: ENV.secs("REFRESH_TTL_SECS", 30 * 24 * 3600)?,

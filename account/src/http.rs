@@ -1,4 +1,5 @@
-//! The internal HTTP listener: the JWKS at `/.well-known/jwks.json` and `/healthz`.
+//! The internal HTTP listener: the JWKS at `/.well-known/jwks.json`, `/healthz` and the
+//! metrics at `/metrics`.
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ pub fn router(keys: Arc<KeyRing>) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(keys)
+        .merge(popug_service::metrics::router())
 }
 
 async fn jwks(State(keys): State<Arc<KeyRing>>) -> impl IntoResponse {

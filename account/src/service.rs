@@ -6,6 +6,8 @@
 
 mod sessions;
 
+pub use sessions::StoredVersions;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -19,7 +19,7 @@ use crate::api::Api;
 use crate::config::{BootstrapAdmin, Settings};
 use crate::events::PRODUCER;
 use crate::keys::{KeyRing, LocalJwks};
-use crate::service::{Accounts, TokenPolicy};
+use crate::service::{Accounts, StoredVersions, TokenPolicy};
 
 /// The service's own migrations (the event bus brings its own).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -114,7 +114,8 @@ impl Application {
 
     /// The access check of Account's own RPCs: tokens verified against its own key ring
     /// (no HTTP round trip to itself), every call afresh, so a retired key stops
-    /// verifying within a second of the ring's reload.
+    /// verifying within a second of the ring's reload; a token older than its account's
+    /// version in the database is refused as revoked.
     fn auth_layer(&self) -> anyhow::Result<AuthLayer> {
         let tokens = &self.settings.common.tokens;
         let mut config = VerifierConfig::new(&tokens.issuer, &tokens.audience);
@@ -122,7 +123,8 @@ impl Application {
         config.refetch_interval = Duration::ZERO;
         config.max_key_age = Duration::from_secs(1);
         let verifier = Verifier::new(config, Arc::new(LocalJwks(self.accounts.keys.clone())));
-        let authenticator = Authenticator::uncached(Arc::new(verifier));
+        let authenticator = Authenticator::uncached(Arc::new(verifier))
+            .with_revocation(Arc::new(StoredVersions(self.accounts.pool.clone())));
         Ok(AuthLayer::new(
             Arc::new(authenticator),
             PolicyTable::popug()?,
@@ -157,14 +159,14 @@ impl Service for Application {
         }
     }
 
-    async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+    async fn run_until_stopped(mut self, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::info!(http = %self.http_addr(), "account serving the JWKS over HTTP");
         let auth = self.auth_layer()?;
         let accounts = self.accounts;
         let preparation = Preparation::of(&self.settings, accounts.clone())?;
         let (mut workers, readiness) = Workers::start(
             shutdown,
-            &self.built.infra,
+            &mut self.built,
             &accounts.outbox,
             &MIGRATOR,
             preparation,

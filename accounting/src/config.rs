@@ -49,7 +49,7 @@ impl Config for Settings {
     fn from_env() -> Result<Settings, ConfigError> {
         let close_check = ENV.secs("CLOSE_CHECK_SECONDS", 30)?;
         Ok(Settings {
-            common: Common::from_env(&ENV, 50053, "popug_accounting")?,
+            common: Common::from_env(&ENV, 50053, Some(8083), "popug_accounting")?,
             clock: BillingClock::new(parse_cutoff(&ENV.string("DAY_CUTOFF", "00:00"))?),
             close_check_interval: (!close_check.is_zero()).then_some(close_check),
             smtp_host: ENV.string("SMTP_HOST", "127.0.0.1"),

@@ -80,6 +80,10 @@ impl UserCopy for Users {
     async fn apply(&self, conn: &mut PgConnection, user: &AccountUser<'_>) -> sqlx::Result<()> {
         users::apply(conn, user).await.map(drop)
     }
+
+    async fn versions(&self, conn: &mut PgConnection) -> sqlx::Result<Vec<(Uuid, i64)>> {
+        users::versions(conn).await
+    }
 }
 
 /// Applies task and reassign events to the ledger. Each entry is keyed by its event leg

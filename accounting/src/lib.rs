@@ -13,6 +13,7 @@
 //! - [`store`] — SQL, checked at compile time, one module per concern
 //! - [`events`] — the consumers (users, tasks, reassigns) and what they publish
 //! - [`mailer`] — the payout e-mail worker
+//! - [`metrics`] — the ledger's totals, day closes and mails for Prometheus
 //! - [`error`] — the error type and its mapping to gRPC status
 
 pub mod api;
@@ -21,6 +22,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod mailer;
+pub mod metrics;
 pub mod service;
 pub mod startup;
 pub mod store;

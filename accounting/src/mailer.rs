@@ -97,6 +97,7 @@ impl Mailer {
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
+        let sent = outcome.is_ok();
         let mut tx = self.pool.begin().await?;
         match outcome {
             Ok(()) => {
@@ -129,6 +130,8 @@ impl Mailer {
         }
         tx.commit().await?;
         self.outbox.notify();
+        let status = if sent { "sent" } else { "failed" };
+        metrics::counter!(popug_metrics::names::PAYOUT_MAILS, "status" => status).increment(1);
         Ok(())
     }
 

@@ -1,4 +1,4 @@
-//! `accounting [serve | migrate]`
+//! `accounting [serve | migrate | dead-letters list|show|replay]`
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

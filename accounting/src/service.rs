@@ -244,6 +244,9 @@ impl Accounting {
         }
         tx.commit().await?;
         self.outbox.notify();
+        let days = (day - open).whole_days() + 1;
+        metrics::counter!(popug_metrics::names::DAY_CLOSES).increment(days.unsigned_abs());
+        crate::metrics::closed(day);
         Ok(closed)
     }
 

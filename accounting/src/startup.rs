@@ -1,6 +1,7 @@
 //! Wiring: [`Application`] connects, migrates, binds and creates the three consumers;
-//! running it serves gRPC and runs the outbox relay, the consumers, the day-close
-//! scheduler and the payout mailer until shutdown.
+//! running it serves gRPC and runs the outbox relay, the consumers, the watch of the user
+//! copy's versions (revoked tokens), the day-close scheduler and the payout mailer until
+//! shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -85,6 +86,8 @@ impl Application {
 
 impl Service for Application {
     const NAME: &'static str = "accounting";
+    const CONSUMERS: &'static [&'static str] =
+        &[USERS_CONSUMER, TASKS_CONSUMER, REASSIGNS_CONSUMER];
     type Settings = Settings;
     const MIGRATOR: Option<&'static Migrator> = Some(&MIGRATOR);
 
@@ -130,22 +133,28 @@ impl Service for Application {
         })
     }
 
-    async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+    async fn run_until_stopped(mut self, shutdown: Shutdown) -> anyhow::Result<()> {
         let accounting = self.accounting;
         let first_day = OpenFirstDay(self.settings.clock);
         let (mut workers, readiness) = Workers::start(
             shutdown,
-            &self.built.infra,
+            &mut self.built,
             &accounting.outbox,
             &MIGRATOR,
             first_day,
         );
         workers.spawn(USERS_CONSUMER, |stop| self.users.run(stop));
+        // Tokens older than the copy's version of their account are refused.
+        let versions = workers.follow_account_versions(accounting.pool.clone(), Users);
         workers.spawn(REASSIGNS_CONSUMER, |stop| self.reassigns.run(stop));
         for tasks in self.tasks {
             workers.spawn(TASKS_CONSUMER, |stop| tasks.run(stop));
         }
         workers.spawn("mailer", |stop| self.mailer.run(stop));
+        let pool = accounting.pool.clone();
+        workers.spawn("ledger-metrics", |stop| {
+            crate::metrics::record_every(pool, crate::metrics::EVERY, stop)
+        });
         if let Some(interval) = self.settings.close_check_interval {
             let scheduler = accounting.clone();
             workers.spawn("day-close", |stop| scheduler.run_scheduler(interval, stop));
@@ -161,12 +170,9 @@ impl Service for Application {
                 "popug.analytics.v1.AnalyticsService",
                 "popug.accounting.v1.PriceService",
             ],
-            auth: popug_service::auth_layer(&self.settings.common.tokens)?,
+            auth: popug_service::auth_layer(&self.settings.common.tokens, versions)?,
             readiness,
         };
-        let stopped = workers.stopped();
-        let served = popug_grpc::serve(self.built.grpc, routes, options, stopped).await;
-        workers.join().await;
-        Ok(served?)
+        workers.serve(self.built.grpc, routes, options).await
     }
 }

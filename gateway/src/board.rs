@@ -17,7 +17,7 @@ use popug_proto::popug::tasks::v1 as tasks_pb;
 use prost::Message;
 use tokio::time::Instant;
 use tonic::transport::Channel;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::cache::Cache;
 use crate::proxy::{ProxyState, deadline};
@@ -62,15 +62,30 @@ impl Call {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
-    /// Runs an enrichment within the deadline (less the assembly margin); `None` when it
-    /// failed or was late.
+    /// The call a composed answer cannot do without, within the deadline: its refusals
+    /// pass through; running out of time is DEADLINE_EXCEEDED (tonic reports its own
+    /// timeout as CANCELLED "Timeout expired").
+    async fn core<T>(&self, fetch: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+        match tokio::time::timeout(self.remaining(), fetch).await {
+            Err(_) => Err(Status::deadline_exceeded("the deadline passed")),
+            Ok(Err(status))
+                if status.code() == Code::Cancelled && status.message().starts_with("Timeout") =>
+            {
+                Err(Status::deadline_exceeded("the deadline passed"))
+            }
+            Ok(result) => result,
+        }
+    }
+
+    /// Runs an enrichment within the deadline (less the assembly margin); `None` (counted
+    /// in `gateway_composition_parts_missing_total{part=what}`) when it failed or was late.
     async fn enrich<T>(
         &self,
-        what: &str,
+        what: &'static str,
         fetch: impl Future<Output = Result<T, Status>>,
     ) -> Option<T> {
         let budget = self.remaining().saturating_sub(ASSEMBLY_MARGIN);
-        match tokio::time::timeout(budget, fetch).await {
+        let part = match tokio::time::timeout(budget, fetch).await {
             Ok(Ok(value)) => Some(value),
             Ok(Err(status)) => {
                 tracing::warn!(what, code = ?status.code(), message = status.message(), "enrichment failed");
@@ -80,7 +95,12 @@ impl Call {
                 tracing::warn!(what, "enrichment late for the deadline");
                 None
             }
+        };
+        if part.is_none() {
+            metrics::counter!(popug_metrics::names::GATEWAY_PARTS_MISSING, "part" => what)
+                .increment(1);
         }
+        part
     }
 }
 
@@ -106,7 +126,7 @@ impl Board {
     fn channel(&self, upstream: &str) -> Result<Channel, Status> {
         self.state
             .upstream(upstream)
-            .map(|u| u.channel.clone())
+            .map(crate::proxy::Upstream::channel)
             .ok_or_else(|| Status::internal("upstream missing from configuration"))
     }
 
@@ -211,13 +231,15 @@ impl pb::board_service_server::BoardService for Board {
         let mut tasks_client =
             tasks_pb::task_service_client::TaskServiceClient::new(self.channel("taskkeeper")?);
         // The core: TaskKeeper decides what the caller may see; its refusals pass through.
-        let listed = tasks_client
-            .list_tasks(call.request(tasks_pb::ListTasksRequest {
-                page_size: r.page_size,
-                page_token: r.page_token,
-                status: r.status,
-                assignee_id: r.assignee_id,
-            }))
+        let listed = call
+            .core(
+                tasks_client.list_tasks(call.request(tasks_pb::ListTasksRequest {
+                    page_size: r.page_size,
+                    page_token: r.page_token,
+                    status: r.status,
+                    assignee_id: r.assignee_id,
+                })),
+            )
             .await?
             .into_inner();
 

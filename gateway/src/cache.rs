@@ -11,10 +11,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use popug_metrics::names;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-/// Counters exposed at `/metrics`.
+/// This cache's own counts (the tests read them); `/metrics` has the process's totals
+/// (`gateway_cache_*_total`).
 #[derive(Default)]
 pub struct CacheMetrics {
     pub hits: AtomicU64,
@@ -45,6 +47,13 @@ impl Cache {
                 None
             }
         });
+        for name in [
+            names::GATEWAY_CACHE_HITS,
+            names::GATEWAY_CACHE_MISSES,
+            names::GATEWAY_CACHE_ERRORS,
+        ] {
+            metrics::counter!(name).increment(0);
+        }
         Cache {
             client,
             connection: Mutex::new(None),
@@ -96,6 +105,7 @@ impl Cache {
 
     fn failed(&self, op: &str, error: &dyn std::fmt::Display) {
         self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::GATEWAY_CACHE_ERRORS).increment(1);
         tracing::warn!(op, %error, "Redis unavailable; serving uncached");
     }
 
@@ -121,10 +131,11 @@ impl Cache {
                 }
             };
         let hits = found.iter().filter(|v| v.is_some()).count() as u64;
+        let misses = keys.len() as u64 - hits;
         self.metrics.hits.fetch_add(hits, Ordering::Relaxed);
-        self.metrics
-            .misses
-            .fetch_add(keys.len() as u64 - hits, Ordering::Relaxed);
+        self.metrics.misses.fetch_add(misses, Ordering::Relaxed);
+        metrics::counter!(names::GATEWAY_CACHE_HITS).increment(hits);
+        metrics::counter!(names::GATEWAY_CACHE_MISSES).increment(misses);
         found
     }
 
@@ -168,18 +179,5 @@ impl Cache {
                 Err("timed out".into())
             }
         }
-    }
-
-    /// Prometheus text exposition of the counters.
-    pub fn render_metrics(&self) -> String {
-        let m = &self.metrics;
-        format!(
-            "# TYPE gateway_cache_hits_total counter\ngateway_cache_hits_total {}\n\
-             # TYPE gateway_cache_misses_total counter\ngateway_cache_misses_total {}\n\
-             # TYPE gateway_cache_errors_total counter\ngateway_cache_errors_total {}\n",
-            m.hits.load(Ordering::Relaxed),
-            m.misses.load(Ordering::Relaxed),
-            m.errors.load(Ordering::Relaxed),
-        )
     }
 }

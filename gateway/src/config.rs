@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use popug_service::{BusSettings, Config, ConfigError, Env, TokenSettings};
 
+use crate::server::Limits;
+
 const ENV: Env = Env::new("GATEWAY");
 
 /// Everything the gateway needs to start.
@@ -14,7 +16,8 @@ const ENV: Env = Env::new("GATEWAY");
 pub struct Settings {
     /// The one public port: gRPC, grpc-web and the web UI.
     pub listen_addr: SocketAddr,
-    /// Upstream gRPC endpoints.
+    /// Upstream gRPC endpoints: one URL or several, comma-separated; a host name is
+    /// resolved again every few seconds and each of its addresses is an endpoint.
     pub account_url: String,
     pub taskkeeper_url: String,
     pub accounting_url: String,
@@ -40,6 +43,8 @@ pub struct Settings {
     pub cache_prefix: String,
     /// Backstop lifetime of cached entries (events invalidate them sooner).
     pub cache_ttl: Duration,
+    /// Connection hygiene of the public port.
+    pub limits: Limits,
 }
 
 impl Config for Settings {
@@ -66,6 +71,12 @@ impl Config for Settings {
             redis_url,
             cache_prefix: ENV.string("CACHE_PREFIX", "popug:gw:"),
             cache_ttl: ENV.secs("CACHE_TTL_SECS", 300)?,
+            limits: Limits {
+                header_read_timeout: ENV.millis("HEADER_READ_TIMEOUT_MS", 10_000)?,
+                max_connections_per_peer: ENV.var("MAX_CONNECTIONS_PER_PEER", 256)?,
+                max_header_bytes: ENV.var("MAX_HEADER_BYTES", 256 * 1024)?,
+                ..Limits::default()
+            },
         })
     }
 
@@ -75,12 +86,21 @@ impl Config for Settings {
             ("TASKKEEPER_URL", &self.taskkeeper_url),
             ("ACCOUNTING_URL", &self.accounting_url),
         ] {
-            if !url.starts_with("http://") {
-                return Err(ENV.invalid(name, "must be an http:// URL"));
+            if url.split(',').any(|u| !u.trim().starts_with("http://")) {
+                return Err(ENV.invalid(name, "must be http:// URLs, comma-separated"));
             }
         }
         if self.default_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(ENV.invalid("DEFAULT_TIMEOUT_MS", "timeouts must be positive"));
+        }
+        if self.limits.header_read_timeout.is_zero() || self.limits.max_connections_per_peer == 0 {
+            return Err(ENV.invalid(
+                "HEADER_READ_TIMEOUT_MS",
+                "the header timeout and MAX_CONNECTIONS_PER_PEER must be positive",
+            ));
+        }
+        if self.limits.max_header_bytes < 16 * 1024 {
+            return Err(ENV.invalid("MAX_HEADER_BYTES", "must be at least 16384"));
         }
         if self.rate_limit_per_sec < 0.0 || self.rate_limit_burst < 1.0 {
             return Err(ENV.invalid(
@@ -89,5 +109,10 @@ impl Config for Settings {
             ));
         }
         Ok(())
+    }
+
+    /// The bus of the cache invalidation (`gateway dead-letters` reads its letters there).
+    fn bus(&self) -> Option<&BusSettings> {
+        Some(&self.bus)
     }
 }

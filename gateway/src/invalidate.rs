@@ -4,6 +4,10 @@
 //! (and Redis), so each event is handled once. Every account event is read through
 //! `popug_proto::upcast`; one it cannot read is dead-lettered like anywhere else. Without
 //! NATS the TTL still bounds staleness; the consumer keeps retrying in the background.
+//!
+//! The accounts' versions the token check refuses revoked tokens by are not kept here:
+//! this consumer is shared by the replicas, and each replica needs every event
+//! (`popug_service::versions::follow_bus`, started beside it).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,7 +11,9 @@
 //! - [`config`] — settings from `GATEWAY__*`
 //! - [`startup`] — [`Application`]: build, run until stopped, health and reflection
 //! - [`ratelimit`] — a token bucket per caller
-//! - [`proxy`] — generic forwarding with deadlines
+//! - [`server`] — the HTTP/1.1 + HTTP/2 server of the public port, with connection limits
+//! - [`proxy`] — generic forwarding with deadlines, retries of reads, limits
+//! - [`upstream`] — each upstream's endpoints, balanced, ejected and probed back
 //! - [`board`] — `BoardService`: answers composed from several services in parallel
 //! - [`cache`] — the Redis read-through cache of public data
 //! - [`invalidate`] — account events drop cached profiles
@@ -23,7 +25,9 @@ pub mod config;
 pub mod invalidate;
 pub mod proxy;
 pub mod ratelimit;
+pub mod server;
 pub mod startup;
+pub mod upstream;
 pub mod web;
 
 pub use config::Settings;

@@ -1,4 +1,4 @@
-//! `gateway [serve | migrate | policy-table]`
+//! `gateway [serve | migrate | policy-table | dead-letters list|show|replay]`
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

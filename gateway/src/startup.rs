@@ -1,22 +1,18 @@
 //! Wiring: [`Application`] reads the policies, prepares the upstream channels and binds
 //! the one public port; running it serves gRPC, grpc-web and the web UI, watches the
-//! upstreams' health and runs the cache invalidation until shutdown. Also the gateway's
-//! own command, `policy-table`.
+//! upstreams' health, runs the cache invalidation and follows the accounts' versions
+//! (revoked tokens) until shutdown. Also the gateway's own command, `policy-table`.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use popug_auth::{Authenticator, HttpJwks, PolicyTable, Verifier, VerifierConfig};
+use popug_auth::{AccountVersions, Authenticator, HttpJwks, PolicyTable, Verifier, VerifierConfig};
 use popug_service::{Config, Service, Shutdown, Workers};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Endpoint};
 use tonic_health::ServingStatus;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
 use tonic_health::server::HealthReporter;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
@@ -28,6 +24,7 @@ use crate::cache::Cache;
 use crate::config::Settings;
 use crate::proxy::{Proxy, ProxyState, Upstream};
 use crate::ratelimit::RateLimiter;
+use crate::upstream::{Dialing, Endpoints};
 
 /// A built, bound, not yet running gateway.
 pub struct Application {
@@ -35,14 +32,19 @@ pub struct Application {
     listener: TcpListener,
     proxy: Arc<ProxyState>,
     cache: Arc<Cache>,
+    /// This replica's view of every account's version (revoked tokens).
+    versions: Arc<AccountVersions>,
 }
 
-fn channel(url: &str, settings: &Settings) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(settings.connect_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .connect_lazy())
+fn endpoints(
+    name: &'static str,
+    urls: &str,
+    settings: &Settings,
+) -> anyhow::Result<Arc<Endpoints>> {
+    let dialing = Dialing {
+        connect_timeout: settings.connect_timeout,
+    };
+    Endpoints::new(name, urls, dialing).map_err(anyhow::Error::msg)
 }
 
 impl Application {
@@ -61,6 +63,7 @@ impl Application {
 impl Service for Application {
     const NAME: &'static str = "gateway";
     const COMMANDS: &'static [&'static str] = &["policy-table"];
+    const CONSUMERS: &'static [&'static str] = &[crate::invalidate::CONSUMER];
     type Settings = Settings;
 
     async fn command(_: Settings, args: &[&str]) -> Option<anyhow::Result<()>> {
@@ -86,22 +89,25 @@ impl Service for Application {
             Upstream {
                 name: "account",
                 packages: &["popug.account.v1"],
-                channel: channel(&settings.account_url, &settings)?,
+                endpoints: endpoints("account", &settings.account_url, &settings)?,
             },
             Upstream {
                 name: "taskkeeper",
                 packages: &["popug.tasks.v1"],
-                channel: channel(&settings.taskkeeper_url, &settings)?,
+                endpoints: endpoints("taskkeeper", &settings.taskkeeper_url, &settings)?,
             },
             Upstream {
                 name: "accounting",
                 packages: &["popug.accounting.v1", "popug.analytics.v1"],
-                channel: channel(&settings.accounting_url, &settings)?,
+                endpoints: endpoints("accounting", &settings.accounting_url, &settings)?,
             },
         ];
+        crate::proxy::register_refusals();
+        let versions = Arc::new(AccountVersions::new());
+        let auth = Authenticator::new(Arc::new(verifier)).with_revocation(versions.clone());
         let proxy = Arc::new(ProxyState {
             policies,
-            auth: Arc::new(Authenticator::new(Arc::new(verifier))),
+            auth: Arc::new(auth),
             limiter: RateLimiter::new(settings.rate_limit_per_sec, settings.rate_limit_burst),
             upstreams,
             default_timeout: settings.default_timeout,
@@ -118,6 +124,7 @@ impl Service for Application {
             listener,
             proxy,
             cache,
+            versions,
         })
     }
 
@@ -132,6 +139,12 @@ impl Service for Application {
         let (bus, cache) = (self.settings.bus.clone(), self.cache.clone());
         workers.spawn(crate::invalidate::CONSUMER, |stop| {
             crate::invalidate::run(bus, cache, stop)
+        });
+        // Revoked tokens: every account event, read by this replica itself (the cache
+        // consumer above is shared by the replicas).
+        let (bus, versions) = (self.settings.bus.clone(), self.versions.clone());
+        workers.spawn("account-versions", |stop| {
+            popug_service::versions::follow_bus(bus, versions, stop)
         });
 
         let mut reflection = tonic_reflection::server::Builder::configure()
@@ -156,11 +169,7 @@ impl Service for Application {
             .add_service(BoardServiceServer::new(board))
             .add_service(reflection.build_v1()?)
             .add_service(reflection_alpha.build_v1alpha()?);
-        let web = crate::web::fallback(
-            self.settings.web_dir.clone(),
-            Proxy(self.proxy.clone()),
-            self.cache.clone(),
-        );
+        let web = crate::web::fallback(self.settings.web_dir.clone(), Proxy(self.proxy.clone()));
         let router = local.into_axum_router().fallback_service(web);
 
         let cors = CorsLayer::new()
@@ -185,11 +194,8 @@ impl Service for Application {
             .max_age(Duration::from_secs(600));
 
         tracing::info!(addr = %self.local_addr(), "gateway serving gRPC, grpc-web and the web UI");
-        let result = tonic::transport::Server::builder()
-            // grpc-web and the web UI arrive over HTTP/1.1.
-            .accept_http1(true)
-            .tcp_nodelay(true)
-            .max_frame_size(Some(64 * 1024))
+        metrics::gauge!(popug_metrics::names::SERVING).set(1.0);
+        let service = tower::ServiceBuilder::new()
             // Outermost: one span per call, parented on the caller's trace context.
             .layer(
                 TraceLayer::new_for_grpc()
@@ -198,20 +204,25 @@ impl Service for Application {
             )
             // Browsers ask first (preflight) and must see grpc-status in the answer.
             .layer(cors)
+            .map_response(|response: http::Response<_>| response.map(tonic::body::Body::new))
             // grpc-web becomes plain gRPC before routing, and back on the way out; plain
             // HTTP (the UI, /metrics) passes by.
             .layer(crate::web::WebSplitLayer)
-            .add_routes(Routes::from(router))
-            .serve_with_incoming_shutdown(
-                // Set per accepted socket: the builder's tcp_nodelay only applies to listeners
-                // tonic binds itself. Without it, a response written in two pieces waits for
-                // the peer's delayed ACK (~40 ms).
-                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-                workers.stopped(),
-            )
-            .await;
+            // grpc_server_* of every gRPC call (grpc-web ones too, as gRPC by now), the
+            // gateway's refusals included.
+            .map_response(|response: http::Response<_>| response.map(tonic::body::Body::new))
+            .layer(popug_grpc::metrics_layer())
+            .service(Routes::from(router));
+        crate::server::serve(
+            self.listener,
+            service,
+            self.settings.limits.clone(),
+            workers.stopped(),
+        )
+        .await;
+        metrics::gauge!(popug_metrics::names::SERVING).set(0.0);
         workers.join().await;
-        Ok(result?)
+        Ok(())
     }
 }
 
@@ -221,8 +232,11 @@ fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
     span
 }
 
-/// Reports, per public service, what its upstream's own health check says: the gateway's
-/// health answers for the whole mesh. The gateway itself ("") is SERVING while it runs.
+/// Reports, per public service, what its upstream's endpoints' own health checks say
+/// (SERVING while any endpoint serves it): the gateway's health answers for the whole
+/// mesh. Probing restores ejected endpoints that serve again and ejects those that stop;
+/// upstream names are resolved again on each round. The gateway itself ("") is SERVING
+/// while it runs.
 async fn watch_upstreams(
     proxy: Arc<ProxyState>,
     health: HealthReporter,
@@ -232,6 +246,9 @@ async fn watch_upstreams(
     health.set_service_status("", ServingStatus::Serving).await;
     let services: Vec<String> = proxy.policies.services().map(str::to_owned).collect();
     loop {
+        for upstream in &proxy.upstreams {
+            upstream.endpoints.resolve().await;
+        }
         for service in &services {
             let upstream = proxy.upstreams.iter().find(|u| {
                 u.packages
@@ -239,29 +256,15 @@ async fn watch_upstreams(
                     .any(|p| service.starts_with(&format!("{p}.")))
             });
             let status = match upstream {
-                Some(u) => check(u.channel.clone(), service).await,
+                Some(u) if u.endpoints.probe(service).await => ServingStatus::Serving,
+                Some(_) => ServingStatus::NotServing,
                 None => ServingStatus::Unknown,
             };
             health.set_service_status(service, status).await;
         }
         tokio::select! {
             () = &mut stop => return,
-            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-    }
-}
-
-async fn check(channel: Channel, service: &str) -> ServingStatus {
-    let mut client = HealthClient::new(channel);
-    let request = HealthCheckRequest {
-        service: service.to_owned(),
-    };
-    match tokio::time::timeout(Duration::from_secs(1), client.check(request)).await {
-        Ok(Ok(response)) => match response.into_inner().status {
-            1 => ServingStatus::Serving,
-            2 => ServingStatus::NotServing,
-            _ => ServingStatus::Unknown,
-        },
-        _ => ServingStatus::NotServing,
     }
 }

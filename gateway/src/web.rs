@@ -1,6 +1,6 @@
 //! What the gateway answers for paths it does not route itself: gRPC (and grpc-web, which
-//! the layer below turned into gRPC) goes to the proxy; `/metrics` is the Prometheus text
-//! of the cache counters; anything else is the web client's static files, with
+//! the layer below turned into gRPC) goes to the proxy; `/metrics` is the process's
+//! Prometheus text (`popug_metrics`); anything else is the web client's static files, with
 //! `index.html` for client-side routes.
 
 use std::convert::Infallible;
@@ -11,27 +11,23 @@ use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 use tower_http::services::{ServeDir, ServeFile};
 
-use std::sync::Arc;
-
-use crate::cache::Cache;
 use crate::proxy::Proxy;
 
 type Fallback = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, Infallible>;
 
-pub fn fallback(web_dir: PathBuf, proxy: Proxy, cache: Arc<Cache>) -> Fallback {
+pub fn fallback(web_dir: PathBuf, proxy: Proxy) -> Fallback {
     let index = web_dir.join("index.html");
     let files = ServeDir::new(&web_dir).fallback(ServeFile::new(index));
     BoxCloneSyncService::new(tower::service_fn(move |request: http::Request<Body>| {
         let proxy = proxy.clone();
         let files = files.clone();
-        let cache = cache.clone();
         async move {
             if request.uri().path() == "/metrics" {
-                let body = Body::from(cache.render_metrics());
+                let body = Body::from(popug_metrics::render());
                 let mut response = http::Response::new(body);
                 response.headers_mut().insert(
                     http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                    http::HeaderValue::from_static(popug_metrics::CONTENT_TYPE),
                 );
                 return Ok(response);
             }

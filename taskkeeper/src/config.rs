@@ -18,7 +18,7 @@ impl Config for Settings {
     /// Defaults for a local run, overridden by `TASKKEEPER__<NAME>` variables.
     fn from_env() -> Result<Settings, ConfigError> {
         Ok(Settings {
-            common: Common::from_env(&ENV, 50052, "popug_taskkeeper")?,
+            common: Common::from_env(&ENV, 50052, Some(8082), "popug_taskkeeper")?,
             reassign_chunk_size: ENV.var("REASSIGN_CHUNK_SIZE", 1000)?,
         })
     }

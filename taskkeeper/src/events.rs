@@ -144,6 +144,10 @@ impl UserCopy for Users {
     async fn apply(&self, conn: &mut PgConnection, user: &AccountUser<'_>) -> sqlx::Result<()> {
         store::apply_user(conn, user).await.map(drop)
     }
+
+    async fn versions(&self, conn: &mut PgConnection) -> sqlx::Result<Vec<(Uuid, i64)>> {
+        store::user_versions(conn).await
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `taskkeeper [serve | migrate]`
+//! `taskkeeper [serve | migrate | dead-letters list|show|replay]`
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

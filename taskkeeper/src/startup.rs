@@ -1,5 +1,6 @@
 //! Wiring: [`Application`] connects, migrates, binds and creates the account-bus consumer;
-//! running it serves gRPC and runs the outbox relay and the consumer until shutdown.
+//! running it serves gRPC and runs the outbox relay, the consumer and the watch of the
+//! user copy's versions (revoked tokens) until shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +40,7 @@ impl Application {
 
 impl Service for Application {
     const NAME: &'static str = "taskkeeper";
+    const CONSUMERS: &'static [&'static str] = &[USERS_CONSUMER];
     type Settings = Settings;
     const MIGRATOR: Option<&'static Migrator> = Some(&MIGRATOR);
 
@@ -64,11 +66,12 @@ impl Service for Application {
         })
     }
 
-    async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let infra = &self.built.infra;
+    async fn run_until_stopped(mut self, shutdown: Shutdown) -> anyhow::Result<()> {
         let (mut workers, readiness) =
-            Workers::start(shutdown, infra, &self.tasks.outbox, &MIGRATOR, ());
+            Workers::start(shutdown, &mut self.built, &self.tasks.outbox, &MIGRATOR, ());
         workers.spawn(USERS_CONSUMER, |stop| self.users.run(stop));
+        // Tokens older than the copy's version of their account are refused.
+        let versions = workers.follow_account_versions(self.tasks.pool.clone(), Users);
         let pool = self.tasks.pool.clone();
         workers.spawn("idempotency-sweep", |stop| {
             popug_idempotency::sweep(pool, popug_idempotency::SWEEP_EVERY, stop)
@@ -77,12 +80,9 @@ impl Service for Application {
         let routes = tonic::service::Routes::new(TaskServiceServer::new(Api(self.tasks)));
         let options = ServeOptions {
             service_names: vec!["popug.tasks.v1.TaskService"],
-            auth: popug_service::auth_layer(&self.settings.common.tokens)?,
+            auth: popug_service::auth_layer(&self.settings.common.tokens, versions)?,
             readiness,
         };
-        let stopped = workers.stopped();
-        let served = popug_grpc::serve(self.built.grpc, routes, options, stopped).await;
-        workers.join().await;
-        Ok(served?)
+        workers.serve(self.built.grpc, routes, options).await
     }
 }

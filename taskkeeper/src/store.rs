@@ -60,6 +60,14 @@ pub async fn apply_user(
     Ok(result.rows_affected() == 1)
 }
 
+/// The version of every user in the copy.
+pub async fn user_versions(conn: &mut PgConnection) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    let rows = sqlx::query!("SELECT id, version FROM users")
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.version)).collect())
+}
+
 /// A uniformly random assignable user: a random offset into their count, in one
 /// statement (so the count and the pick see the same snapshot).
 pub async fn random_assignee(conn: &mut PgConnection) -> Result<Option<Uuid>, sqlx::Error> {

@@ -3,7 +3,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
 // playwright-core is a devDependency of web/ (no browser download: Debian's chromium).
@@ -153,6 +153,50 @@ async function rawCallStatus(page, path) {
 
 const PERMISSION_DENIED = 7;
 const cents = (text) => Math.round(Number(text.replace("−", "-").replace(/[$,]/g, "")) * 100);
+const MONEY = String.raw`−?\$\d+\.\d\d`;
+const PRICE = new RegExp(`^fee ${MONEY} · reward ${MONEY}$`);
+
+/** Counts the page's calls of each RPC (by "Service/Method"). */
+function countCalls(page) {
+  const calls = new Map();
+  page.on("request", (r) => {
+    const m = /\/popug\.[a-z]+\.v1\.([A-Za-z]+\/[A-Za-z]+)$/.exec(new URL(r.url()).pathname);
+    if (m) calls.set(m[1], (calls.get(m[1]) ?? 0) + 1);
+  });
+  return (rpc) => calls.get(rpc) ?? 0;
+}
+
+/** A process's state letter ("Z": exited, not reaped yet), parent pid and name; null when gone. */
+function procStat(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const [state, ppid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return { state, ppid: Number(ppid), comm: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")) };
+  } catch {
+    return null;
+  }
+}
+
+/** The Accounting process tests/e2e.sh started for this run (tests/mesh.sh exports its
+ *  address as MONEY_ADDR): a child of one of this test's ancestors, serving on that
+ *  address. Null when there is none (a mesh started some other way). */
+function meshAccountingPid() {
+  const addr = process.env.MONEY_ADDR;
+  if (!addr || process.platform !== "linux") return null;
+  const ancestors = new Set();
+  for (let pid = process.pid; pid > 1 && !ancestors.has(pid); pid = procStat(pid)?.ppid ?? 0) ancestors.add(pid);
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const st = procStat(entry);
+    if (!st || st.comm !== "accounting" || st.state === "Z" || !ancestors.has(st.ppid)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/environ`, "utf8").split("\0").includes(`ACCOUNTING__GRPC_ADDR=${addr}`)) return Number(entry);
+    } catch {
+      // Not ours to read.
+    }
+  }
+  return null;
+}
 
 // ------------------------------------------------------------------------------------------
 
@@ -295,6 +339,44 @@ test("admin: closes the day by hand and sees the payout in the audit log", async
   // Paid out: the winner's balance is zero now.
   await balances.getByRole("button", { name: "Refresh" }).click();
   await eventually(async () => assert.equal(await page.getByTestId(`balance-${winner.username}`).textContent(), "$0.00"));
+});
+
+test("accountant: sees any popug's balance (looked up by account id), as the admin does", async () => {
+  // What the admin's list says (ListAccounts + GetBalance): every popug, with its id.
+  const admin = await login("admin");
+  await navTo(admin, "Accounting");
+  const rows = admin.locator("#balances tbody tr");
+  await rows.first().waitFor();
+  const popugs = [];
+  for (const row of await rows.all()) {
+    popugs.push({
+      username: await row.getAttribute("data-username"),
+      id: await row.getAttribute("data-account-id"),
+      balance: await row.locator("td.num").textContent(),
+    });
+  }
+  await admin.context().close();
+  assert.ok(popugs.filter((p) => p.username.startsWith("worker")).length >= 5, JSON.stringify(popugs));
+
+  // The accountant may call GetBalance and ListEntries for anyone (accounting.read_all) and
+  // ListProfiles for names; there is no RPC an accountant may call that lists every popug,
+  // so the page looks each one up by id. It never asks for the admins' ListAccounts.
+  const page = await login("accountant");
+  const calls = countCalls(page);
+  await navTo(page, "Accounting");
+  const balances = page.locator("#balances");
+  for (const p of popugs) {
+    if (!/\$/.test(p.balance)) continue; // the admin's list could not read it either
+    await balances.getByLabel("Popug id").fill(p.id);
+    await balances.getByRole("button", { name: "Show balance and log" }).click();
+    const line = balances.locator("p", { hasText: `(${p.username}):` });
+    await line.waitFor();
+    assert.equal(await line.getByTestId("lookup-balance").textContent(), p.balance, p.username);
+    await page.locator("#audit-log").getByRole("heading", { name: new RegExp(`^Audit log of .*\\(${p.username}\\)$`) }).waitFor();
+  }
+  await shot(page, "08b-accountant-popug-balance");
+  assert.equal(calls("AccountService/ListAccounts"), 0);
+  assert.equal(await page.getByRole("alert").count(), 0);
 });
 
 test("admin: analytics show earnings, negative popugs and the most expensive task", async () => {
@@ -481,6 +563,73 @@ test("session: an expiring token is refreshed silently; a refused one returns to
   await page.getByRole("heading", { name: "Sign in to PopugJira" }).waitFor();
   await page.getByText("Your session has ended. Please sign in again.").waitFor();
   await shot(page, "17-session-ended");
+});
+
+test("board: the task lists show each assignee's name and the prices, from one GetTaskBoard call", async () => {
+  const page = await login("manager");
+  const calls = countCalls(page);
+  const all = page.locator("#all-tasks");
+  const row = all.locator("li.task", { hasText: "Sweep the perches" });
+  // Accounting prices a task when it first sees it: until then the row says "price pending".
+  await eventually(async () => {
+    await all.getByRole("button", { name: "Refresh" }).click();
+    await all.locator(".list:not([aria-busy])").waitFor();
+    assert.match(await row.locator(".price").textContent(), PRICE);
+  });
+  assert.match(await row.locator(".assignee").textContent(), /^.+ \([a-z][a-z0-9_.-]*\)$/);
+  for (const r of await all.locator("li.task").all()) {
+    assert.match(await r.locator(".assignee").textContent(), /\([a-z][a-z0-9_.-]*\)$/);
+    assert.match(await r.locator(".price").textContent(), /^(fee .*|price pending)$/);
+  }
+  assert.equal(await all.locator(".notice", { hasText: "unavailable" }).count(), 0);
+  // One call per list load; names and prices are not fetched by the browser.
+  assert.ok(calls("BoardService/GetTaskBoard") >= 2, String(calls("BoardService/GetTaskBoard")));
+  for (const rpc of ["TaskService/ListTasks", "AccountService/ListProfiles", "PriceService/GetTaskPrices"]) {
+    assert.equal(calls(rpc), 0, rpc);
+  }
+  await shot(page, "18-board-names-prices");
+
+  // A worker's own tasks carry their prices too (the done one: the reward it brought).
+  const task = state.completed[0];
+  assert.ok(task, "the worker scenario completed a task");
+  const worker = await login(task.assignee);
+  const mine = worker.locator("#my-tasks");
+  await mine.getByLabel("Status").selectOption({ label: "Done" });
+  await eventually(async () => assert.match(await mine.locator("li.task", { hasText: task.title }).first().locator(".price").textContent(), PRICE));
+  await worker.context().close();
+});
+
+// Stops this run's Accounting for good: keep it the last scenario that needs Accounting.
+test("outage: with Accounting stopped the board still lists the tasks and says prices are unavailable", async (t) => {
+  const pid = meshAccountingPid();
+  if (!pid) {
+    t.skip("no Accounting process of tests/e2e.sh to stop (MONEY_ADDR unset or not ours)");
+    return;
+  }
+  const page = await login("manager");
+  const all = page.locator("#all-tasks");
+  await all.locator(".list:not([aria-busy])").waitFor();
+  process.kill(pid, "SIGTERM");
+  await eventually(async () => assert.ok([undefined, "Z"].includes(procStat(pid)?.state), `accounting (${pid}) still runs`), 30_000, 200);
+  // A task created now has no price anywhere (not even in the gateway's cache), so the
+  // board must ask Accounting for it — and cannot.
+  const task = await createTask(page, `Water the palms ${Date.now()}`, "UBERPOP-44", "while Accounting is away");
+  await all.getByLabel("Status").selectOption({ label: "Open" });
+  const notice = all.getByRole("status").filter({ hasText: "Prices unavailable" });
+  await eventually(async () => {
+    await all.getByRole("button", { name: "Refresh" }).click();
+    await all.locator(".list:not([aria-busy])").waitFor();
+    assert.equal(await notice.count(), 1);
+  });
+  assert.match(await notice.textContent(), /^Prices unavailable right now: the tasks are listed without their prices\./);
+  assert.equal(await all.getByRole("alert").count(), 0, "no error: the list is there");
+  const row = all.locator("li.task", { hasText: task.title });
+  await row.waitFor();
+  assert.equal(await row.locator(".price").textContent(), "price unavailable");
+  // Account is up: the names are still there.
+  assert.match(await row.locator(".assignee").textContent(), /\([a-z][a-z0-9_.-]*\)$/);
+  assert.ok((await all.locator("li.task").count()) >= 1);
+  await shot(page, "19-board-prices-unavailable");
 });
 
 test("no script errors on any page", () => {

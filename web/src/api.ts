@@ -9,6 +9,7 @@ import { AccountService } from "./gen/popug/account/v1/account_pb.js";
 import { TaskService } from "./gen/popug/tasks/v1/tasks_pb.js";
 import { AccountingService } from "./gen/popug/accounting/v1/accounting_pb.js";
 import { AnalyticsService } from "./gen/popug/analytics/v1/analytics_pb.js";
+import { BoardService } from "./gen/popug/gateway/v1/board_pb.js";
 import { policy } from "./gen/popug/authz/v1/policy_pb.js";
 
 /** What the access token says about its holder (its JWT claims). */
@@ -120,6 +121,8 @@ export const accounts: Client<typeof AccountService> = createClient(AccountServi
 export const tasks: Client<typeof TaskService> = createClient(TaskService, transport);
 export const accounting: Client<typeof AccountingService> = createClient(AccountingService, transport);
 export const analytics: Client<typeof AnalyticsService> = createClient(AnalyticsService, transport);
+/** The gateway's own composed answers: tasks with names and prices in one call. */
+export const board: Client<typeof BoardService> = createClient(BoardService, transport);
 
 export async function login(username: string, password: string): Promise<Session> {
   const res = await auth.login({ username, password });

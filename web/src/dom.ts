@@ -68,6 +68,10 @@ export class Notice {
   ok(text: string): void {
     this.show(text, "ok", "status");
   }
+  /** Something partly worked (e.g. a list shown without a part that could not be fetched). */
+  warn(text: string): void {
+    this.show(text, "warn", "status");
+  }
   clear(): void {
     this.el.hidden = true;
     this.el.textContent = "";

@@ -42,10 +42,6 @@ export function displayName(id: string): string {
   return full ? `${full} (${p.username})` : p.username;
 }
 
-export function known(): Profile[] {
-  return [...cache.values()].sort((a, b) => a.username.localeCompare(b.username));
-}
-
 export const roleNames: Record<Role, string> = {
   [Role.UNSPECIFIED]: "—",
   [Role.ADMIN]: "admin",

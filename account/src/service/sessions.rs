@@ -1,13 +1,21 @@
-//! Sessions: login, refresh with rotation and reuse detection, logout. A refresh token is
-//! opaque and single use; each login starts a family of them.
+//! Sessions: login, refresh with rotation and reuse detection, logout, log out everywhere.
+//! A refresh token is opaque and single use; each login starts a family of them. Access
+//! tokens carry the account's version (`ver`): every change of the account bumps it, and
+//! a token older than the account is refused ([`StoredVersions`] here, the copies and
+//! the account bus elsewhere).
+//!
+//! Lock order: the account row first, then its refresh tokens — so a refresh, a login, a
+//! deactivation, a password change and "log out everywhere" serialize per account, and no
+//! session is added while another transaction revokes them all.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use popug_auth::Claims;
+use popug_auth::verify::BoxFuture;
+use popug_auth::{Caller, Claims, Permission, Revocation};
 use popug_proto::popug::account::v1 as pb;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -51,6 +59,12 @@ impl Accounts {
             _ => return Err(Error::Unauthenticated(INVALID_LOGIN)),
         };
         let mut tx = self.pool.begin().await?;
+        // Read again under the account's lock: deactivated or given a new password since
+        // the check, it may not sign in; otherwise the token carries the current version.
+        let row = match store::by_id_for_update(&mut tx, row.id).await? {
+            Some(now) if now.active && now.password_hash == row.password_hash => now,
+            _ => return Err(Error::Unauthenticated(INVALID_LOGIN)),
+        };
         let pair = self.issue(&mut tx, &row, Uuid::new_v4()).await?;
         tx.commit().await?;
         tracing::info!(account = %row.id, "logged in");
@@ -65,10 +79,18 @@ impl Accounts {
         }
         let hash = token_hash(refresh_token);
         let mut tx = self.pool.begin().await?;
+        let Some(account) = sessions::account_of(&mut tx, &hash).await? else {
+            return Err(Error::Unauthenticated(INVALID_REFRESH));
+        };
+        // The account first (see the lock order above); the new access token carries the
+        // version it has now.
+        let row = store::by_id_for_update(&mut tx, account)
+            .await?
+            .ok_or(Error::NotFound("account"))?;
         let found = sessions::for_update(&mut tx, &hash).await?;
         let Some(RefreshRow {
             family_id: family,
-            account_id: account,
+            account_id: _,
             expires_at,
             used_at,
             revoked_at,
@@ -88,9 +110,6 @@ impl Accounts {
             ));
         }
         sessions::mark_used(&mut tx, &hash).await?;
-        let row = store::by_id(&mut tx, account)
-            .await?
-            .ok_or(Error::NotFound("account"))?;
         if !row.active {
             sessions::revoke_family(&mut tx, family).await?;
             tx.commit().await?;
@@ -108,6 +127,31 @@ impl Accounts {
         }
         let mut conn = self.pool.acquire().await?;
         sessions::revoke_family_of(&mut conn, &token_hash(refresh_token)).await?;
+        Ok(())
+    }
+
+    /// "Log out everywhere" for account `id`: revokes every refresh token and bumps the
+    /// version (an `account.updated` event, changed "sessions"), so every access token
+    /// issued before is refused across the mesh. Only the account itself or an admin.
+    pub async fn logout_everywhere(&self, caller: &Caller, id: Uuid) -> Result<(), Error> {
+        if caller.id != id && !caller.has(Permission::AccountsManage) {
+            return Err(Error::PermissionDenied(
+                "only admins may end other accounts' sessions".into(),
+            ));
+        }
+        let mut tx = self.pool.begin().await?;
+        let row = store::by_id_for_update(&mut tx, id)
+            .await?
+            .ok_or(Error::NotFound("account"))?;
+        sessions::revoke_account(&mut tx, id).await?;
+        let saved = store::save(&mut tx, &row).await?;
+        let event = crate::events::updated(&saved, vec!["sessions".into()]);
+        self.outbox
+            .add(&mut tx, &saved.id.to_string(), &event)
+            .await?;
+        tx.commit().await?;
+        self.outbox.notify();
+        tracing::info!(account = %id, version = saved.version, by = %caller.id, "logged out everywhere");
         Ok(())
     }
 
@@ -141,6 +185,24 @@ impl Accounts {
             refresh_token,
             refresh_expires_in: refresh_ttl,
             token_type: "Bearer".into(),
+        })
+    }
+}
+
+/// Account's own revocation check: the account's version in its database, read on every
+/// call (Account verifies every call afresh anyway), so a change is in force the moment
+/// it commits.
+pub struct StoredVersions(pub PgPool);
+
+impl Revocation for StoredVersions {
+    fn newest(&self, account: Uuid) -> BoxFuture<Result<Option<i64>, tonic::Status>> {
+        let pool = self.0.clone();
+        Box::pin(async move {
+            let mut conn = pool.acquire().await.map_err(Error::from)?;
+            let version = store::version_of(&mut conn, account)
+                .await
+                .map_err(Error::from)?;
+            Ok::<_, tonic::Status>(version)
         })
     }
 }

@@ -185,6 +185,13 @@ pub async fn save(conn: &mut PgConnection, row: &AccountRow) -> Result<AccountRo
     .map_err(conflict)
 }
 
+/// The current version of account `id` (what its newest tokens carry as `ver`).
+pub async fn version_of(conn: &mut PgConnection, id: Uuid) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar!("SELECT version FROM accounts WHERE id = $1", id)
+        .fetch_optional(conn)
+        .await
+}
+
 pub async fn count(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM accounts"#)
         .fetch_one(conn)

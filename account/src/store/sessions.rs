@@ -17,6 +17,17 @@ pub struct RefreshRow {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
+/// The account the token with hash `hash` belongs to (not locked: a refresh locks the
+/// account first, then the token — the order every session change keeps).
+pub async fn account_of(conn: &mut PgConnection, hash: &[u8]) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT account_id FROM refresh_tokens WHERE token_hash = $1",
+        hash,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
 /// The token with hash `hash`, locked until the transaction ends.
 pub async fn for_update(
     conn: &mut PgConnection,
@@ -88,7 +99,8 @@ pub async fn revoke_family_of(conn: &mut PgConnection, hash: &[u8]) -> Result<()
     Ok(())
 }
 
-/// Revokes every live token of an account (deactivation, password change).
+/// Revokes every live token of an account (deactivation, password change, log out
+/// everywhere). Callers hold the account's row lock, so no refresh adds one meanwhile.
 pub async fn revoke_account(conn: &mut PgConnection, account: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE refresh_tokens SET revoked_at = now() WHERE account_id = $1 AND revoked_at IS NULL",

@@ -83,6 +83,15 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
+    /// Its stored name (`assign_fee`, ...), also its label in the metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryKind::AssignFee => "assign_fee",
+            EntryKind::CompletionReward => "completion_reward",
+            EntryKind::Payout => "payout",
+        }
+    }
+
     /// The entry of this kind for `amount` (a price, or the balance paid out): the one
     /// place that decides which way each kind moves a balance.
     pub fn entry_amount(self, amount: Cents) -> Cents {

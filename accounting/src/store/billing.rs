@@ -71,6 +71,13 @@ pub async fn closed_day(
     .await
 }
 
+/// The last billing day closed, if any.
+pub async fn last_closed_day(conn: &mut PgConnection) -> Result<Option<Date>, sqlx::Error> {
+    sqlx::query_scalar!("SELECT max(day) FROM billing_days")
+        .fetch_one(conn)
+        .await
+}
+
 /// Records `day` as closed; the primary key makes a second close of it fail.
 pub async fn record_closed_day(
     conn: &mut PgConnection,

@@ -199,6 +199,25 @@ pub async fn unbalanced_users(conn: &mut PgConnection) -> Result<i64, sqlx::Erro
     .await
 }
 
+/// How many entries of a kind the ledger holds, and the cents they moved (absolute).
+pub struct KindTotals {
+    pub kind: EntryKind,
+    pub entries: i64,
+    pub cents: i64,
+}
+
+/// [`KindTotals`] of every kind with entries.
+pub async fn kind_totals(conn: &mut PgConnection) -> Result<Vec<KindTotals>, sqlx::Error> {
+    sqlx::query_as!(
+        KindTotals,
+        r#"SELECT kind AS "kind: EntryKind", count(*) AS "entries!",
+                  COALESCE(sum(abs(amount)), 0)::bigint AS "cents!"
+           FROM entries GROUP BY kind"#
+    )
+    .fetch_all(conn)
+    .await
+}
+
 /// How many users have a balance below zero.
 pub async fn negative_balances(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM balances WHERE balance < 0"#)

@@ -123,3 +123,19 @@ pub async fn mark_failed(
     .await?;
     Ok(())
 }
+
+/// Payout mails not sent, by state: (queued, sending, retrying, given up).
+pub async fn unsent(conn: &mut PgConnection) -> Result<(i64, i64, i64, i64), sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT count(*) FILTER (WHERE status = 'new') AS "queued!",
+                  count(*) FILTER (WHERE status = 'sending') AS "sending!",
+                  count(*) FILTER (WHERE status = 'failed' AND next_attempt_at IS NOT NULL)
+                      AS "retrying!",
+                  count(*) FILTER (WHERE status = 'failed' AND next_attempt_at IS NULL)
+                      AS "given_up!"
+           FROM payout_mails WHERE status <> 'sent'"#
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok((row.queued, row.sending, row.retrying, row.given_up))
+}

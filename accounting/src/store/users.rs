@@ -30,6 +30,14 @@ pub async fn apply(conn: &mut PgConnection, user: &AccountUser<'_>) -> Result<bo
     Ok(result.rows_affected() == 1)
 }
 
+/// The version of every user in the copy.
+pub async fn versions(conn: &mut PgConnection) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    let rows = sqlx::query!("SELECT id, version FROM users")
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.version)).collect())
+}
+
 /// Whether Accounting knows `id`: from the account bus, or from an entry booked to it
 /// before its account event arrived.
 pub async fn known(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {

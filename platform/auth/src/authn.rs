@@ -1,6 +1,7 @@
 //! Authentication of one call: the bearer token of its `authorization` header, verified
-//! (see [`crate::verify`]) into a [`Caller`]. Verified tokens are remembered by their
-//! SHA-256 until they expire, so a hot token costs one hash.
+//! (see [`crate::verify`]) into a [`Caller`], and not revoked (see [`crate::revocation`]).
+//! Verified tokens are remembered by their SHA-256 until they expire, so a hot token costs
+//! one hash; whether it was revoked since is asked on every call.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,7 @@ use sha2::{Digest, Sha256};
 use tonic::Status;
 
 use crate::claims::Caller;
+use crate::revocation::{self, Revocation};
 use crate::verify::Verifier;
 
 /// Most tokens remembered at once; past that, expired ones go first, then all.
@@ -20,6 +22,8 @@ pub struct Authenticator {
     /// Verified callers by token hash; `None` verifies every call (Account, whose
     /// retired keys must stop verifying at once).
     cache: Option<Mutex<HashMap<[u8; 32], Caller>>>,
+    /// Where this hop learns of revoked tokens; `None`: only expiry ends a token.
+    revocation: Option<Arc<dyn Revocation>>,
 }
 
 impl Authenticator {
@@ -28,6 +32,7 @@ impl Authenticator {
         Authenticator {
             verifier,
             cache: Some(Mutex::new(HashMap::new())),
+            revocation: None,
         }
     }
 
@@ -36,7 +41,15 @@ impl Authenticator {
         Authenticator {
             verifier,
             cache: None,
+            revocation: None,
         }
+    }
+
+    /// Also refuses tokens older than the newest version of their account `revocation`
+    /// knows (UNAUTHENTICATED "token revoked"), on every call.
+    pub fn with_revocation(mut self, revocation: Arc<dyn Revocation>) -> Authenticator {
+        self.revocation = Some(revocation);
+        self
     }
 
     /// The caller proven by the `authorization` header; UNAUTHENTICATED otherwise.
@@ -48,6 +61,7 @@ impl Authenticator {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = unix_now();
         if let Some(caller) = self.cached(&key, now) {
+            self.not_revoked(&key, &caller).await?;
             return Ok(caller);
         }
         let claims = self
@@ -67,7 +81,23 @@ impl Authenticator {
             }
             cache.insert(key, caller.clone());
         }
+        self.not_revoked(&key, &caller).await?;
         Ok(caller)
+    }
+
+    /// UNAUTHENTICATED when `caller`'s token was revoked; a revoked token is forgotten
+    /// (it never becomes valid again).
+    async fn not_revoked(&self, key: &[u8; 32], caller: &Caller) -> Result<(), Status> {
+        let Some(revocation) = &self.revocation else {
+            return Ok(());
+        };
+        let checked = revocation::check(revocation.as_ref(), caller).await;
+        if checked.is_err()
+            && let Some(cache) = &self.cache
+        {
+            cache.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        }
+        checked
     }
 
     fn cached(&self, key: &[u8; 32], now: i64) -> Option<Caller> {

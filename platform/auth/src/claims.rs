@@ -27,11 +27,16 @@ pub struct Claims {
     pub exp: i64,
     /// Unique token id.
     pub jti: String,
+    /// The account's `version` when the token was issued. Every change of the account
+    /// bumps it, so a hop that has seen a newer version refuses the token as revoked
+    /// (see [`crate::revocation`]). 0 in a token from before versions were carried.
+    #[serde(default)]
+    pub ver: i64,
 }
 
 impl Claims {
-    /// The claims of an access token for `account` (as account events describe it),
-    /// issued at `now` (unix seconds) for `ttl_secs`.
+    /// The claims of an access token for `account` (as account events describe it, its
+    /// `version` included), issued at `now` (unix seconds) for `ttl_secs`.
     pub fn for_account(
         account: AccountSnapshot,
         issuer: &str,
@@ -40,6 +45,7 @@ impl Claims {
         ttl_secs: i64,
     ) -> Claims {
         Claims {
+            ver: account.version,
             sub: account.id,
             username: account.username,
             name: account.name,

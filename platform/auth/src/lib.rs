@@ -6,6 +6,8 @@
 //! - [`verify`] — signature and claim checks against a cached JWKS, refetched (throttled)
 //!   when a token names an unknown key.
 //! - [`authn`] — the bearer token of a call, verified, with a cache of verified tokens.
+//! - [`revocation`] — tokens older than the newest version of their account a hop knows
+//!   are refused: how each hop learns the versions is its own.
 //! - [`policy`] — who may call each RPC, read from the options next to it in `proto/`;
 //!   [`PolicyTable::admit`] is the one decision the gateway and every service make.
 //! - [`layer`] — the tower layer that makes that decision in front of a service's RPCs
@@ -15,6 +17,7 @@ pub mod authn;
 pub mod claims;
 pub mod layer;
 pub mod policy;
+pub mod revocation;
 pub mod roles;
 pub mod verify;
 
@@ -22,5 +25,6 @@ pub use authn::Authenticator;
 pub use claims::{Caller, Claims};
 pub use layer::{AuthLayer, caller};
 pub use policy::{Access, PolicyError, PolicyTable};
+pub use revocation::{AccountVersions, Revocation};
 pub use roles::{Permission, Role};
 pub use verify::{HttpJwks, JwksSource, Verifier, VerifierConfig, VerifyError};

@@ -3,7 +3,7 @@
 //! [`PolicyTable::admit`], so the rule is written once and enforced at every hop. An RPC
 //! that declares no policy is refused: deny by default.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use popug_proto::popug::authz::v1::Policy;
@@ -47,6 +47,8 @@ impl Access {
 #[derive(Debug, Clone, Default)]
 pub struct PolicyTable {
     by_path: BTreeMap<String, Option<Access>>,
+    /// RPCs declared `idempotency_level = NO_SIDE_EFFECTS`: reads a proxy may retry.
+    reads: BTreeSet<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,7 @@ impl PolicyTable {
             .get_extension_by_name("popug.authz.v1.policy")
             .ok_or_else(|| PolicyError::Descriptors("popug.authz.v1.policy missing".into()))?;
         let mut by_path = BTreeMap::new();
+        let mut reads = BTreeSet::new();
         for service in pool
             .services()
             .filter(|s| s.full_name().starts_with("popug."))
@@ -86,6 +89,13 @@ impl PolicyTable {
             for method in service.methods() {
                 let path = format!("/{}/{}", service.full_name(), method.name());
                 let options = method.options();
+                // google.protobuf.MethodOptions.IdempotencyLevel.NO_SIDE_EFFECTS
+                if options
+                    .get_field_by_name("idempotency_level")
+                    .is_some_and(|level| level.as_enum_number() == Some(1))
+                {
+                    reads.insert(path.clone());
+                }
                 let access = if options.has_extension(&extension) {
                     let value = options.get_extension(&extension);
                     let policy: Policy = value
@@ -100,7 +110,7 @@ impl PolicyTable {
                 by_path.insert(path, access);
             }
         }
-        Ok(PolicyTable { by_path })
+        Ok(PolicyTable { by_path, reads })
     }
 
     /// The declared access of `path`: UNIMPLEMENTED for a path that is no PopugJira RPC,
@@ -130,6 +140,11 @@ impl PolicyTable {
         let caller = authenticator.authenticate(headers).await?;
         access.check(&caller)?;
         Ok(Some(caller))
+    }
+
+    /// Whether `path` has no side effects (declared in its proto): safe to send again.
+    pub fn is_read(&self, path: &str) -> bool {
+        self.reads.contains(path)
     }
 
     pub fn paths(&self) -> impl Iterator<Item = (&str, Option<&Access>)> {

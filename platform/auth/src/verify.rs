@@ -1,7 +1,9 @@
 //! Access-token verification against the JWKS of Account.
 //!
 //! Only EdDSA tokens with a `kid` are accepted, so `alg: none` and HMAC/RSA key
-//! confusion are refused before any key is looked at. Keys are cached; a token naming an
+//! confusion are refused before any key is looked at. Besides the signature, `exp`,
+//! `nbf`, `iss` and `aud` are checked, and a token issued (`iat`) in the future is
+//! refused: beyond the leeway, no clock of ours could have signed it. Keys are cached; a token naming an
 //! unknown `kid` triggers at most one refetch per `refetch_interval`, however many
 //! requests ask at once, and the cache is refreshed when older than `max_key_age` so a
 //! retired key stops verifying.
@@ -89,7 +91,7 @@ pub struct VerifierConfig {
     pub max_key_age: Duration,
     /// Longer tokens are refused unparsed.
     pub max_token_len: usize,
-    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    /// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds.
     pub leeway_secs: u64,
 }
 
@@ -126,6 +128,8 @@ pub enum VerifyError {
     Expired,
     #[error("token not yet valid")]
     NotYetValid,
+    #[error("token issued in the future")]
+    IssuedInFuture,
     #[error("token issuer not accepted")]
     Issuer,
     #[error("token audience not accepted")]
@@ -152,6 +156,9 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(config: VerifierConfig, source: Arc<dyn JwksSource>) -> Verifier {
+        for result in ["ok", "error"] {
+            metrics::counter!(popug_metrics::names::JWKS_FETCHES, "result" => result).increment(0);
+        }
         Verifier {
             config,
             source,
@@ -208,6 +215,12 @@ impl Verifier {
                 _ => VerifyError::Malformed,
             }
         })?;
+        // jsonwebtoken does not look at `iat`; a token from the future is forged or was
+        // signed by a clock far off, either way not one to trust.
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        if data.claims.iat > now.saturating_add(self.config.leeway_secs as i64) {
+            return Err(VerifyError::IssuedInFuture);
+        }
         Ok(data.claims)
     }
 
@@ -235,7 +248,10 @@ impl Verifier {
             return;
         }
         *last = Some(Instant::now());
-        match self.source.fetch().await {
+        let fetched = self.source.fetch().await;
+        let result = if fetched.is_ok() { "ok" } else { "error" };
+        metrics::counter!(popug_metrics::names::JWKS_FETCHES, "result" => result).increment(1);
+        match fetched {
             Ok(set) => {
                 let keys: HashMap<_, _> = set
                     .keys
@@ -307,6 +323,87 @@ mod tests {
         assert!(
             (1..=2).contains(&n),
             "fetched {n} times for 50 unknown kids"
+        );
+    }
+
+    /// A key set that never changes.
+    struct Fixed(JwkSet);
+
+    impl JwksSource for Fixed {
+        fn fetch(&self) -> BoxFuture<Result<JwkSet, String>> {
+            let set = self.0.clone();
+            Box::pin(async move { Ok(set) })
+        }
+    }
+
+    /// A fresh Ed25519 key (kid `test`) and a verifier that trusts it.
+    fn key_and_verifier() -> (jsonwebtoken::EncodingKey, Verifier) {
+        use base64::Engine;
+        use ring::signature::{Ed25519KeyPair, KeyPair};
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+            .expect("a generated key");
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("a readable key");
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key());
+        let set: JwkSet = serde_json::from_value(serde_json::json!({
+            "keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "test", "alg": "EdDSA"}]
+        }))
+        .expect("a JWKS");
+        let verifier = Verifier::new(VerifierConfig::new("iss", "aud"), Arc::new(Fixed(set)));
+        (
+            jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref()),
+            verifier,
+        )
+    }
+
+    /// Valid claims issued at `now`, for five minutes.
+    fn claims(now: i64) -> Claims {
+        Claims {
+            sub: "0190a5e2-0000-7000-8000-000000000001".into(),
+            username: "kesha".into(),
+            name: "Kesha".into(),
+            surname: "Popugaev".into(),
+            email: "kesha@popug.example".into(),
+            role: "worker".into(),
+            permissions: vec!["tasks.create".into()],
+            iss: "iss".into(),
+            aud: "aud".into(),
+            iat: now,
+            nbf: now,
+            exp: now + 300,
+            jti: "jti".into(),
+            ver: 1,
+        }
+    }
+
+    fn sign(key: &jsonwebtoken::EncodingKey, claims: &Claims) -> String {
+        let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+        header.kid = Some("test".into());
+        jsonwebtoken::encode(&header, claims, key).expect("a signed token")
+    }
+
+    #[tokio::test]
+    async fn a_token_issued_in_the_future_is_refused() {
+        let (key, verifier) = key_and_verifier();
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        let valid = claims(now);
+        assert_eq!(
+            verifier.verify(&sign(&key, &valid)).await,
+            Ok(valid.clone())
+        );
+        // A signer's clock a little ahead is within the leeway.
+        let skewed = Claims {
+            iat: now + 3,
+            ..valid.clone()
+        };
+        assert!(verifier.verify(&sign(&key, &skewed)).await.is_ok());
+        // Correctly signed, valid by `nbf` and `exp`, but issued an hour from now.
+        let future = Claims {
+            iat: now + 3600,
+            ..valid
+        };
+        assert_eq!(
+            verifier.verify(&sign(&key, &future)).await,
+            Err(VerifyError::IssuedInFuture)
         );
     }
 

@@ -1,7 +1,8 @@
 //! Durable pull consumers.
 //!
-//! A [`Consumer`] fetches a batch, decodes the envelopes and hands them to its sink
-//! (`crate::sink`: one database transaction per batch, or no database at all). Messages
+//! A [`Consumer`] fetches a batch, decodes the envelopes (reading a version that has an
+//! upcaster registered as the current one: `popug_proto::upcast::current`) and hands them
+//! to its sink (`crate::sink`: one database transaction per batch, or none). Messages
 //! that can never be processed (undecodable, unknown version, a permanent refusal) are
 //! published to the dead-letter stream before the batch is finished, and the consumer
 //! carries on; acks are sent only once the batch is finished (committed), so a crash
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures::StreamExt;
+use popug_metrics::names;
 use prost::Message;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
@@ -66,7 +68,12 @@ pub struct Consumer<S> {
     /// The durable consumer on the server, bound at the first poll (NATS may come later
     /// than the service).
     consumer: OnceCell<jetstream::consumer::Consumer<pull::Config>>,
+    /// When the lag gauges were last set.
+    lag_recorded: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How often the lag gauges are refreshed from the server.
+const LAG_EVERY: Duration = Duration::from_secs(5);
 
 impl<S: Sink> Consumer<S> {
     /// A consumer that binds its durable consumer when it first polls.
@@ -82,6 +89,7 @@ impl<S: Sink> Consumer<S> {
             config,
             sink,
             consumer: OnceCell::new(),
+            lag_recorded: std::sync::Mutex::new(None),
         }
     }
 
@@ -130,6 +138,14 @@ impl<S: Sink> Consumer<S> {
     /// Consumes until `shutdown` resolves; failures are logged and retried.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        // At zero from the start: an alert on increase() sees the first one.
+        for name in [
+            names::CONSUMER_PROCESSED,
+            names::CONSUMER_REDELIVERED,
+            names::CONSUMER_DEAD_LETTERED,
+        ] {
+            metrics::counter!(name, "consumer" => self.config.name.clone()).increment(0);
+        }
         loop {
             tokio::select! {
                 () = &mut shutdown => return,
@@ -149,6 +165,7 @@ impl<S: Sink> Consumer<S> {
     /// Fetches one batch (waiting up to `fetch_wait`) and applies it; returns how many
     /// messages it acknowledged.
     pub async fn poll_once(&self) -> Result<usize, BusError> {
+        self.record_lag().await;
         let mut fetched = self
             .durable()
             .await?
@@ -165,10 +182,67 @@ impl<S: Sink> Consumer<S> {
         if messages.is_empty() {
             return Ok(0);
         }
+        let again = messages
+            .iter()
+            .filter(|m| m.info().is_ok_and(|i| i.delivered > 1))
+            .count();
+        if again > 0 {
+            metrics::counter!(names::CONSUMER_REDELIVERED, "consumer" => self.config.name.clone())
+                .increment(again as u64);
+        }
         self.apply(messages).await
     }
 
+    /// Sets the lag gauges from the durable consumer's state on the server, at most every
+    /// few seconds (it is a JetStream API call).
+    async fn record_lag(&self) {
+        {
+            let mut last = self.lag_recorded.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| at.elapsed() < LAG_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let Ok(consumer) = self.durable().await else {
+            return;
+        };
+        let name = self.config.name.clone();
+        if let Ok(info) = consumer.get_info().await {
+            metrics::gauge!(names::CONSUMER_PENDING, "consumer" => name.clone())
+                .set(info.num_pending as f64);
+            metrics::gauge!(names::CONSUMER_ACK_PENDING, "consumer" => name.clone())
+                .set(info.num_ack_pending as f64);
+        }
+        if let Ok(letters) = self.dead_letters_waiting().await {
+            metrics::gauge!(names::DEAD_LETTERS, "consumer" => name).set(letters as f64);
+        }
+    }
+
+    /// How many of this consumer's dead letters wait in the dead-letter stream (until
+    /// replayed or they expire).
+    async fn dead_letters_waiting(&self) -> Result<u64, BusError> {
+        let subject = self.topology.dead_letter_subject(&self.config.name);
+        let stream = self
+            .js
+            .get_stream(self.topology.stream(Bus::DeadLetter))
+            .await
+            .map_err(BusError::nats)?;
+        let mut subjects = stream
+            .info_with_subjects(subject)
+            .await
+            .map_err(BusError::nats)?;
+        let mut waiting = 0;
+        while let Some(entry) = subjects.next().await {
+            let (_, count) = entry.map_err(BusError::nats)?;
+            waiting += count as u64;
+        }
+        Ok(waiting)
+    }
+
     async fn apply(&self, messages: Vec<jetstream::Message>) -> Result<usize, BusError> {
+        // One consumer span per event, open until the batch is finished: each the child of
+        // the relay's publish span that sent its event, so its trace goes on here.
+        let mut spans = Vec::with_capacity(messages.len());
         let mut dead = Vec::new();
         let mut decoded = Vec::with_capacity(messages.len());
         let mut ids = Vec::with_capacity(messages.len());
@@ -185,6 +259,15 @@ impl<S: Sink> Consumer<S> {
                 dead.push((message, format!("bad event id {:?}", envelope.event_id)));
                 continue;
             };
+            // A version with an upcaster registered reads as the current one from here on.
+            let envelope = match popug_proto::upcast::current(envelope) {
+                Ok(envelope) => envelope,
+                Err(unreadable) => {
+                    dead.push((message, unreadable.0));
+                    continue;
+                }
+            };
+            spans.push(consume_span(&self.config.name, message, &envelope));
             decoded.push(message);
             ids.push(event_id);
             envelopes.push(envelope);
@@ -211,6 +294,14 @@ impl<S: Sink> Consumer<S> {
             if let Err(error) = message.ack().await {
                 tracing::debug!(%error, "ack failed; the message will come again");
             }
+        }
+        drop(spans);
+        let name = self.config.name.clone();
+        metrics::counter!(names::CONSUMER_PROCESSED, "consumer" => name.clone())
+            .increment((messages.len() - dead.len()) as u64);
+        if !dead.is_empty() {
+            metrics::counter!(names::CONSUMER_DEAD_LETTERED, "consumer" => name)
+                .increment(dead.len() as u64);
         }
         Ok(messages.len())
     }
@@ -288,4 +379,35 @@ impl<S: Sink> Consumer<S> {
             .map_err(BusError::nats)?;
         Ok(())
     }
+}
+
+/// The span of consuming one event: parented on the trace context its message carries
+/// (the relay's publish span), else on the one in its envelope (where it was made).
+fn consume_span(
+    consumer: &str,
+    message: &jetstream::Message,
+    envelope: &Envelope,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "consume",
+        consumer,
+        event = %envelope.name,
+        version = envelope.version,
+        key = %envelope.key,
+        event_id = %envelope.event_id,
+        otel.kind = "consumer",
+    );
+    let carried: std::collections::HashMap<String, String> = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|key| {
+            let value = message.headers.as_ref()?.get(key)?;
+            Some((key.to_owned(), value.as_str().to_owned()))
+        })
+        .collect();
+    if carried.is_empty() {
+        popug_telemetry::extract(&span, &envelope.trace_context);
+    } else {
+        popug_telemetry::extract(&span, &carried);
+    }
+    span
 }

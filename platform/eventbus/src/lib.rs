@@ -8,12 +8,15 @@
 //!   and marks them only after JetStream acknowledged them.
 //! - [`consumer`] — durable pull consumers; what can never be processed goes to the
 //!   dead-letter stream with the reason.
+//! - [`dead_letters`] — listing, showing and replaying dead letters, each replayed event
+//!   applied exactly once.
 //! - [`sink`] — where their events go: a batch applied in one transaction together with
 //!   the processed-events record and acked after commit ([`Handler`]), or, for effects
 //!   that need no database, applied as it comes ([`Effect`]).
 //! - [`schema`] — the tables above, migrated into schema `eventbus` of each service's DB.
 
 pub mod consumer;
+pub mod dead_letters;
 pub mod outbox;
 pub mod schema;
 pub mod sink;
@@ -23,7 +26,7 @@ pub use consumer::{Consumer, ConsumerConfig};
 pub use outbox::{Outbox, Relay, envelope};
 pub use popug_proto::popug::events::v1::{DeadLetter, Envelope};
 pub use sink::{Effect, HandleError, Handler, Stateless, Transactional};
-pub use topology::{Bus, Topology};
+pub use topology::{Bus, Topology, nats_servers};
 
 /// Anything that can go wrong talking to NATS.
 #[derive(Debug, thiserror::Error)]

@@ -19,10 +19,12 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
+use popug_metrics::names;
 use popug_proto::catalog::Event;
 use prost::Message;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::topology::Topology;
@@ -83,11 +85,31 @@ impl Outbox {
         Ok(envelope)
     }
 
-    /// Adds ready-made envelopes in one statement (for bulk producers).
+    /// Adds ready-made envelopes in one statement (for bulk producers), in an
+    /// `outbox.write` span; the relay's publish span of an event written in the current
+    /// trace is that span's child.
     pub async fn add_envelopes(
         &self,
         conn: &mut PgConnection,
         envelopes: &[Envelope],
+    ) -> Result<(), sqlx::Error> {
+        let span = tracing::info_span!("outbox.write", events = envelopes.len());
+        let here = popug_telemetry::inject(&tracing::Span::current());
+        let written = popug_telemetry::inject(&span);
+        self.write(conn, envelopes, &here, &written)
+            .instrument(span)
+            .await
+    }
+
+    /// The insert of [`Outbox::add_envelopes`]: an envelope made in the current span
+    /// (context `here`) is stored with the write span's context (`written`) for the
+    /// relay; one made elsewhere keeps its own.
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        envelopes: &[Envelope],
+        here: &HashMap<String, String>,
+        written: &HashMap<String, String>,
     ) -> Result<(), sqlx::Error> {
         let mut ids = Vec::with_capacity(envelopes.len());
         let mut subjects = Vec::with_capacity(envelopes.len());
@@ -100,10 +122,13 @@ impl Outbox {
             );
             subjects.push(self.topology.subject(&envelope.name));
             bodies.push(envelope.encode_to_vec());
-            traces.push(
-                serde_json::to_string(&envelope.trace_context)
-                    .map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
-            );
+            let trace = if envelope.trace_context == *here {
+                written
+            } else {
+                &envelope.trace_context
+            };
+            traces
+                .push(serde_json::to_string(trace).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
         }
         sqlx::query!(
             "INSERT INTO eventbus.outbox (event_id, subject, envelope, trace_context)
@@ -186,15 +211,21 @@ impl Relay {
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(100);
         let mut last_cleanup = tokio::time::Instant::now();
+        let mut last_gauges = None::<tokio::time::Instant>;
+        // At zero from the start: an alert on increase() sees the first failure.
+        metrics::counter!(names::RELAY_PUBLISHED).increment(0);
+        metrics::counter!(names::RELAY_FAILURES).increment(0);
         loop {
             let wait = match self.publish_pending().await {
                 Ok(Some(batch)) if batch.is_empty() => self.idle,
                 Ok(Some(batch)) => match batch.mark().await {
-                    Ok(_) => {
+                    Ok(published) => {
+                        metrics::counter!(names::RELAY_PUBLISHED).increment(published as u64);
                         backoff = Duration::from_millis(100);
                         Duration::ZERO
                     }
                     Err(error) => {
+                        metrics::counter!(names::RELAY_FAILURES).increment(1);
                         tracing::warn!(%error, "outbox relay could not mark a published batch");
                         backoff
                     }
@@ -202,12 +233,19 @@ impl Relay {
                 // Another replica holds the relay lock.
                 Ok(None) => self.idle * 5,
                 Err(error) => {
+                    metrics::counter!(names::RELAY_FAILURES).increment(1);
                     tracing::warn!(%error, retry_in = ?backoff, "outbox relay failed");
                     let wait = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     wait
                 }
             };
+            if last_gauges.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                last_gauges = Some(tokio::time::Instant::now());
+                if let Err(error) = self.record_pending().await {
+                    tracing::debug!(%error, "outbox gauges not updated");
+                }
+            }
             if last_cleanup.elapsed() > Duration::from_secs(600) {
                 last_cleanup = tokio::time::Instant::now();
                 if let Err(error) = self.cleanup().await {
@@ -223,6 +261,20 @@ impl Relay {
                 () = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// Sets the outbox gauges: rows not yet published and the age of the oldest.
+    async fn record_pending(&self) -> Result<(), BusError> {
+        let pending = sqlx::query!(
+            r#"SELECT count(*) AS "rows!",
+                      COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS "age!"
+                 FROM eventbus.outbox WHERE published_at IS NULL"#
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        metrics::gauge!(names::OUTBOX_PENDING).set(pending.rows as f64);
+        metrics::gauge!(names::OUTBOX_OLDEST_AGE).set(pending.age.max(0.0));
+        Ok(())
     }
 
     /// Publishes the next batch of pending events and waits for every acknowledgement;
@@ -254,13 +306,26 @@ impl Relay {
         // connection keeps them in order.
         let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(rows.len());
         let mut ids = Vec::with_capacity(rows.len());
+        // One producer span per traced event, from its publish to JetStream's ack; the
+        // message carries the span's context, so its consumers are its children.
+        let mut spans = Vec::with_capacity(rows.len());
         for row in rows {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", row.event_id.to_string().as_str());
-            let trace: HashMap<String, String> =
+            let written: HashMap<String, String> =
                 serde_json::from_str(&row.trace_context).unwrap_or_default();
-            for (key, value) in &trace {
-                headers.insert(key.as_str(), value.as_str());
+            if !written.is_empty() {
+                let span = tracing::info_span!(
+                    "publish",
+                    subject = %row.subject,
+                    event_id = %row.event_id,
+                    otel.kind = "producer",
+                );
+                popug_telemetry::extract(&span, &written);
+                for (key, value) in popug_telemetry::inject(&span) {
+                    headers.insert(key.as_str(), value.as_str());
+                }
+                spans.push(span);
             }
             let ack = self
                 .js
@@ -273,6 +338,7 @@ impl Relay {
         for ack in acks {
             ack.await.map_err(BusError::nats)?;
         }
+        drop(spans);
         Ok(Some(Published { tx, ids }))
     }
 

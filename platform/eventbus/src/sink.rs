@@ -9,6 +9,29 @@
 //!
 //! A permanent refusal of a whole batch is retried event by event, so only the event at
 //! fault is dead-lettered; a transient one asks for the whole batch again.
+//!
+//! # The processed-events row and its outcome
+//!
+//! The row (consumer, event id) says what became of the event, and is written in the
+//! transaction that does it:
+//!
+//! - `applied` — the handler's effects committed with the row. Any later copy of the event
+//!   (a redelivery, the same envelope republished, a replayed dead letter) is skipped.
+//! - `dead` — the handler refused the event for good: its savepoint was rolled back (none
+//!   of its effects exist) and the row was kept, marked dead, in the same transaction that
+//!   went on with the batch, committed after the dead letter was published. A later copy
+//!   is applied again (the row turns `applied` first, in that copy's transaction); refused
+//!   again, it is marked dead again and dead-lettered again.
+//!
+//! So "row says dead" is "no effect of the event exists for this consumer", and the upsert
+//! that turns it applied (`ON CONFLICT … DO UPDATE … WHERE outcome = 'dead'`) row-locks
+//! it: two copies applied at once (the original still being redelivered while its replay
+//! arrives, two consumers of one durable name) serialize on the row; the second waits for
+//! the first's transaction and then sees `applied` (skipped), or `dead` (the first
+//! refused it again, or rolled back: it tries in turn). Each event's effects therefore
+//! commit at most once per consumer, and a dead event can always be brought back.
+//! Events that never reach a sink (an undecodable envelope, a bad event id, a failing
+//! upcaster) have no row at all. See `crate::dead_letters` for the replay side.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -128,8 +151,9 @@ impl<H: Handler> Transactional<H> {
         Transactional { pool, handler }
     }
 
-    /// Offers the fresh events to the handler at once, under one savepoint that also
-    /// holds their processed-events rows; false when it refused them (apply one by one).
+    /// Offers the fresh events (no row, or a dead one) to the handler at once, under one
+    /// savepoint that also holds their processed-events rows; false when it refused them
+    /// (apply one by one: the rows are back as they were).
     async fn apply_batch(
         &self,
         tx: &mut Transaction<'static, Postgres>,
@@ -138,10 +162,15 @@ impl<H: Handler> Transactional<H> {
         envelopes: &[Envelope],
     ) -> Result<bool, Retry> {
         let mut savepoint = tx.begin().await?;
+        // Distinct (an upsert may touch a row once per statement) and in key order (two
+        // batches lock the rows they share in the same order).
         let fresh: HashSet<Uuid> = sqlx::query_scalar!(
-            "INSERT INTO eventbus.processed_events (consumer, event_id)
-             SELECT $1, event_id FROM UNNEST($2::uuid[]) AS t(event_id)
-             ON CONFLICT DO NOTHING RETURNING event_id",
+            "INSERT INTO eventbus.processed_events AS p (consumer, event_id)
+             SELECT $1, event_id FROM (SELECT DISTINCT event_id FROM UNNEST($2::uuid[]) AS t(event_id)) d
+             ORDER BY event_id
+             ON CONFLICT (consumer, event_id) DO UPDATE SET outcome = 'applied', processed_at = now()
+             WHERE p.outcome = 'dead'
+             RETURNING p.event_id",
             consumer,
             ids,
         )
@@ -203,10 +232,18 @@ impl<H: Handler> Sink for Transactional<H> {
             return Ok((tx, Vec::new()));
         }
         let mut dead = Vec::new();
+        let mut taken = HashSet::new();
         for (index, (&event_id, envelope)) in ids.iter().zip(envelopes).enumerate() {
+            // A copy later in the same batch is skipped even when the first one died (its
+            // row, dead, is this transaction's own).
+            if !taken.insert(event_id) {
+                continue;
+            }
+            // New, or dead before: applied now (the row says so until a refusal below).
             let fresh = sqlx::query!(
-                "INSERT INTO eventbus.processed_events (consumer, event_id) VALUES ($1, $2)
-                 ON CONFLICT DO NOTHING",
+                "INSERT INTO eventbus.processed_events AS p (consumer, event_id) VALUES ($1, $2)
+                 ON CONFLICT (consumer, event_id) DO UPDATE SET outcome = 'applied', processed_at = now()
+                 WHERE p.outcome = 'dead'",
                 consumer,
                 event_id,
             )
@@ -235,6 +272,15 @@ impl<H: Handler> Sink for Transactional<H> {
                 Ok(()) => savepoint.commit().await?,
                 Err(HandleError::Permanent(reason)) => {
                     savepoint.rollback().await?;
+                    // Nothing of it applied: a replay (or any later copy) applies it.
+                    sqlx::query!(
+                        "UPDATE eventbus.processed_events SET outcome = 'dead'
+                         WHERE consumer = $1 AND event_id = $2",
+                        consumer,
+                        event_id,
+                    )
+                    .execute(&mut *tx)
+                    .await?;
                     dead.push((index, reason));
                 }
                 Err(HandleError::Transient(reason)) => return Err(Retry(reason)),

@@ -84,6 +84,7 @@ pub async fn serve(
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;
         }
+        metrics::gauge!(popug_metrics::names::SERVING).set(0.0);
         tracing::info!("shutting down: draining in-flight calls");
     };
 
@@ -99,6 +100,8 @@ pub async fn serve(
                 // where they happen, with their cause.
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
+        // Then grpc_server_* metrics, of every answer including the refusals below.
+        .layer(metrics_layer())
         // Then, until the service is prepared, UNAVAILABLE for everything.
         .layer(ReadyLayer(options.readiness))
         // Then the token check: handlers only ever see verified callers.
@@ -112,6 +115,23 @@ pub async fn serve(
             shutdown,
         )
         .await
+}
+
+/// `grpc_server_*` labelled by path for the RPCs that exist (every PopugJira RPC, health
+/// and reflection), `unknown` for the rest.
+pub fn metrics_layer() -> popug_metrics::grpc::ServerMetricsLayer {
+    let ours: Vec<String> = popug_auth::PolicyTable::popug()
+        .map(|table| table.paths().map(|(path, _)| path.to_owned()).collect())
+        .unwrap_or_default();
+    let theirs = [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ];
+    popug_metrics::grpc::ServerMetricsLayer::for_paths(
+        ours.into_iter().chain(theirs.map(str::to_owned)),
+    )
 }
 
 /// Reports every service named SERVING while `healthy` says so, NOT_SERVING otherwise.
@@ -129,6 +149,12 @@ async fn follow_health(
         for name in &names {
             health.set_service_status(*name, status).await;
         }
+        let serving = if status == ServingStatus::Serving {
+            1.0
+        } else {
+            0.0
+        };
+        metrics::gauge!(popug_metrics::names::SERVING).set(serving);
         if healthy.changed().await.is_err() {
             return;
         }

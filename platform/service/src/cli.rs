@@ -1,5 +1,7 @@
-//! One command line for every service binary: `<name> [serve | migrate | <own commands>]`.
-//! A service describes itself with [`Service`]; its `main` is one call to [`main`].
+//! One command line for every service binary: `<name> [serve | migrate | <own commands>]`,
+//! and `dead-letters list|show|replay` for a service with consumers
+//! ([`crate::dead_letters`]). A service describes itself with [`Service`]; its `main` is
+//! one call to [`main`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,7 +9,7 @@ use std::pin::Pin;
 use sqlx::migrate::Migrator;
 
 use crate::env::ConfigError;
-use crate::settings::Common;
+use crate::settings::{BusSettings, Common};
 
 /// What tells a running service to stop: Ctrl-C or SIGTERM for the binary, whatever a test
 /// or a benchmark decides otherwise.
@@ -28,6 +30,11 @@ pub trait Config: Sized + Send + Sync + 'static {
     fn common(&self) -> Option<&Common> {
         None
     }
+
+    /// Its NATS and stream prefix, if it uses the buses (by default those of `common`).
+    fn bus(&self) -> Option<&BusSettings> {
+        self.common().map(|common| &common.bus)
+    }
 }
 
 /// A PopugJira service as its binary sees it.
@@ -36,6 +43,9 @@ pub trait Service: Sized + Send + 'static {
     const NAME: &'static str;
     /// Usage of the service's own commands beside `serve` and `migrate`.
     const COMMANDS: &'static [&'static str] = &[];
+    /// Its durable consumers: `dead-letters` operates on their dead letters (and is a
+    /// command of the service when there are any).
+    const CONSUMERS: &'static [&'static str] = &[];
 
     type Settings: Config;
 
@@ -74,13 +84,32 @@ pub trait Service: Sized + Send + 'static {
 
 /// The `main` of service `S`: telemetry, settings, then the command.
 pub async fn main<S: Service>() -> anyhow::Result<()> {
+    main_with::<S>(std::env::args().skip(1).collect()).await
+}
+
+/// [`main`] with the command line `args` (without the program's name), for a binary that
+/// runs several services (the test mesh's `popug-node`).
+pub async fn main_with<S: Service>(args: Vec<String>) -> anyhow::Result<()> {
     let _telemetry = popug_telemetry::init(S::NAME);
-    let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let usage = || {
         let mut commands = vec!["serve", "migrate"];
         commands.extend(S::COMMANDS);
-        format!("usage: {} [{}]", S::NAME, commands.join(" | "))
+        if !S::CONSUMERS.is_empty() {
+            commands.push("dead-letters …");
+        }
+        let mut usage = format!("usage: {} [{}]", S::NAME, commands.join(" | "));
+        if !S::CONSUMERS.is_empty() {
+            for line in crate::dead_letters::USAGE.lines() {
+                let name = if line.starts_with("dead-letters") {
+                    S::NAME
+                } else {
+                    " "
+                };
+                usage.push_str(&format!("\n  {name} {line}"));
+            }
+        }
+        usage
     };
     if matches!(args.as_slice(), ["help" | "-h" | "--help"]) {
         println!("{}", usage());
@@ -90,6 +119,7 @@ pub async fn main<S: Service>() -> anyhow::Result<()> {
     settings.validate()?;
     match args.as_slice() {
         [] | ["serve"] => {
+            popug_metrics::install(S::NAME);
             S::build(settings)
                 .await?
                 .run_until_stopped(Box::pin(popug_grpc::shutdown_signal()))
@@ -99,6 +129,9 @@ pub async fn main<S: Service>() -> anyhow::Result<()> {
             S::migrate(&settings).await?;
             println!("{}: migrations applied", S::NAME);
             Ok(())
+        }
+        ["dead-letters", rest @ ..] if !S::CONSUMERS.is_empty() => {
+            crate::dead_letters::main::<S>(settings, rest).await
         }
         other => match S::command(settings, other).await {
             Some(result) => result,

@@ -27,10 +27,12 @@ pub struct Infra {
 }
 
 /// A service with its connections made (lazily: nothing needs to be up yet) and its gRPC
-/// port bound: what `build` makes before anything runs.
+/// (and metrics) ports bound: what `build` makes before anything runs.
 pub struct Built {
     pub infra: Infra,
     pub grpc: TcpListener,
+    /// `/metrics`, served by [`crate::Workers::start`] (taken from here then).
+    pub metrics: Option<TcpListener>,
 }
 
 impl Built {
@@ -44,17 +46,27 @@ impl Built {
         let infra = Infra {
             pool: lazy_pool(&common.database)?,
             js: lazy_bus(&common.bus).await?,
-            topology: Topology::new(&common.bus.stream_prefix)?,
+            topology: common.bus.topology()?,
         };
-        Built::bind(infra, common.grpc_addr).await
+        let mut built = Built::bind(infra, common.grpc_addr).await?;
+        if let Some(addr) = common.metrics_addr {
+            built.metrics = Some(listen(addr).await?);
+        }
+        Ok(built)
     }
 
     /// Binds `addr` (port 0 picks a free one) for a service already connected.
     pub async fn bind(infra: Infra, addr: SocketAddr) -> anyhow::Result<Built> {
-        let grpc = TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        Ok(Built { infra, grpc })
+        Ok(Built {
+            infra,
+            grpc: listen(addr).await?,
+            metrics: None,
+        })
+    }
+
+    /// The address `/metrics` is served on, if on a port of its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The address gRPC is served on.
@@ -63,6 +75,13 @@ impl Built {
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
+}
+
+/// Binds `addr`, saying which address failed.
+pub async fn listen(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }
 
 impl Infra {
@@ -113,7 +132,7 @@ async fn lazy_bus(settings: &BusSettings) -> anyhow::Result<jetstream::Context> 
     let client = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
         .max_reconnects(None)
-        .connect(&settings.nats_url)
+        .connect(settings.servers()?)
         .await
         .map_err(|e| anyhow::anyhow!("NATS URL {}: {e}", settings.nats_url))?;
     Ok(jetstream::new(client))
@@ -135,11 +154,11 @@ pub async fn database(settings: &DatabaseSettings, migrator: &Migrator) -> anyho
 /// JetStream on `settings.nats_url` now (it must be up), with every stream created or
 /// brought up to date.
 pub async fn bus(settings: &BusSettings) -> anyhow::Result<(jetstream::Context, Topology)> {
-    let client = async_nats::connect(&settings.nats_url)
+    let client = async_nats::connect(settings.servers()?)
         .await
         .map_err(|e| anyhow::anyhow!("NATS unreachable at {}: {e}", settings.nats_url))?;
     let js = jetstream::new(client);
-    let topology = Topology::new(&settings.stream_prefix)?;
+    let topology = settings.topology()?;
     topology.ensure_streams(&js).await?;
     Ok((js, topology))
 }

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use popug_grpc::Readiness;
+use popug_metrics::names;
 use sqlx::migrate::Migrator;
 
 use crate::connect::Infra;
@@ -76,11 +77,26 @@ async fn prepare(infra: &Infra, migrator: &Migrator, service: &impl Prepare) -> 
     service.prepare(infra).await
 }
 
-/// Whether the database answers and the NATS client is connected, now.
+/// Whether the database answers and the NATS client is connected, now. Records the
+/// pool's gauges and how long the probe waited for a connection.
 async fn reachable(infra: &Infra) -> bool {
-    let database =
-        tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&infra.pool));
+    let started = std::time::Instant::now();
+    let database = tokio::time::timeout(CHECK_TIMEOUT, async {
+        let mut conn = infra.pool.acquire().await?;
+        metrics::histogram!(names::DB_POOL_ACQUIRE_SECONDS).record(started.elapsed().as_secs_f64());
+        sqlx::query("SELECT 1").execute(&mut *conn).await
+    });
     let database = matches!(database.await, Ok(Ok(_)));
+    record_pool(&infra.pool);
     let nats = infra.js.client().connection_state() == async_nats::connection::State::Connected;
     database && nats
+}
+
+fn record_pool(pool: &sqlx::PgPool) {
+    let (size, idle) = (pool.size(), pool.num_idle() as u32);
+    let in_use = size.saturating_sub(idle);
+    metrics::gauge!(names::DB_POOL_CONNECTIONS, "state" => "in_use").set(f64::from(in_use));
+    metrics::gauge!(names::DB_POOL_CONNECTIONS, "state" => "idle").set(f64::from(idle));
+    metrics::gauge!(names::DB_POOL_MAX_CONNECTIONS)
+        .set(f64::from(pool.options().get_max_connections()));
 }

@@ -54,10 +54,14 @@ impl DatabaseSettings {
 /// NATS JetStream and the names of the buses on it.
 #[derive(Debug, Clone)]
 pub struct BusSettings {
-    /// `<SERVICE>__NATS_URL`.
+    /// `<SERVICE>__NATS_URL`: one URL, or a cluster's nodes separated by commas.
     pub nats_url: String,
     /// Prefix of every stream and subject, empty in production (`<SERVICE>__STREAM_PREFIX`).
     pub stream_prefix: String,
+    /// Copies JetStream keeps of every stream (`<SERVICE>__STREAM_REPLICAS`): 1 on a
+    /// single server, 3 on a cluster. Applied whenever a service creates or updates the
+    /// streams; the durable consumers are replicated with their stream.
+    pub stream_replicas: usize,
 }
 
 impl BusSettings {
@@ -65,17 +69,34 @@ impl BusSettings {
         BusSettings {
             nats_url: nats_url.into(),
             stream_prefix: stream_prefix.into(),
+            stream_replicas: 1,
         }
     }
 
     pub fn from_env(env: &Env) -> Result<BusSettings, ConfigError> {
-        let settings = BusSettings::new(
-            env.string("NATS_URL", "nats://127.0.0.1:4222"),
-            env.string("STREAM_PREFIX", ""),
-        );
+        let settings = BusSettings {
+            stream_replicas: env.var("STREAM_REPLICAS", 1)?,
+            ..BusSettings::new(
+                env.string("NATS_URL", "nats://127.0.0.1:4222"),
+                env.string("STREAM_PREFIX", ""),
+            )
+        };
+        popug_eventbus::nats_servers(&settings.nats_url).map_err(|e| env.invalid("NATS_URL", e))?;
         popug_eventbus::Topology::new(&settings.stream_prefix)
-            .map_err(|e| env.invalid("STREAM_PREFIX", e))?;
+            .map_err(|e| env.invalid("STREAM_PREFIX", e))?
+            .with_replicas(settings.stream_replicas)
+            .map_err(|e| env.invalid("STREAM_REPLICAS", e))?;
         Ok(settings)
+    }
+
+    /// The names and replica count of the streams these settings describe.
+    pub fn topology(&self) -> Result<popug_eventbus::Topology, popug_eventbus::BusError> {
+        popug_eventbus::Topology::new(&self.stream_prefix)?.with_replicas(self.stream_replicas)
+    }
+
+    /// The NATS servers to connect to (any of them; the client fails over).
+    pub fn servers(&self) -> Result<Vec<async_nats::ServerAddr>, popug_eventbus::BusError> {
+        popug_eventbus::nats_servers(&self.nats_url)
     }
 }
 
@@ -111,17 +132,27 @@ impl TokenSettings {
 pub struct Common {
     /// The gRPC listener (`<SERVICE>__GRPC_ADDR`; port 0 picks a free one).
     pub grpc_addr: SocketAddr,
+    /// Where `GET /metrics` is served (`<SERVICE>__METRICS_ADDR`); `None`: not on a port
+    /// of its own (Account serves it on its HTTP port).
+    pub metrics_addr: Option<SocketAddr>,
     pub database: DatabaseSettings,
     pub bus: BusSettings,
     pub tokens: TokenSettings,
 }
 
 impl Common {
-    /// `<SERVICE>__*` over the defaults of a local run: gRPC on `grpc_port`, database
-    /// `database` on the local PostgreSQL.
-    pub fn from_env(env: &Env, grpc_port: u16, database: &str) -> Result<Common, ConfigError> {
+    /// `<SERVICE>__*` over the defaults of a local run: gRPC on `grpc_port`, metrics on
+    /// `metrics_port` (if any), database `database` on the local PostgreSQL.
+    pub fn from_env(
+        env: &Env,
+        grpc_port: u16,
+        metrics_port: Option<u16>,
+        database: &str,
+    ) -> Result<Common, ConfigError> {
+        let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         Ok(Common {
-            grpc_addr: env.var("GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], grpc_port)))?,
+            grpc_addr: env.var("GRPC_ADDR", local(grpc_port))?,
+            metrics_addr: env.opt("METRICS_ADDR")?.or(metrics_port.map(local)),
             database: DatabaseSettings::from_env(env, database)?,
             bus: BusSettings::from_env(env)?,
             tokens: TokenSettings::from_env(env)?,

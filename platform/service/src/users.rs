@@ -1,7 +1,9 @@
 //! The copy of the users a service keeps, built only from the account bus (TaskKeeper's
 //! assignable users, Accounting's payout addressees). Every account event is read through
 //! `popug_proto::upcast`, the same way in each service; one that cannot be read, or that
-//! names a role this build does not know, is dead-lettered.
+//! names a role this build does not know, is dead-lettered. Each applied event is also
+//! announced to every replica (`crate::versions`), whose revocation checks follow the
+//! copy's versions.
 
 use std::future::Future;
 
@@ -33,6 +35,13 @@ pub trait UserCopy: Send + Sync + 'static {
         conn: &mut PgConnection,
         user: &AccountUser<'_>,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// The version of every stored account (what `crate::versions::watch_copy` starts
+    /// from).
+    fn versions(
+        &self,
+        conn: &mut PgConnection,
+    ) -> impl Future<Output = Result<Vec<(Uuid, i64)>, sqlx::Error>> + Send;
 }
 
 /// The account-bus consumer's handler for a service's [`UserCopy`].
@@ -57,6 +66,7 @@ impl<C: UserCopy> Handler for AccountBus<C> {
             version: account.version,
         };
         self.0.apply(conn, &user).await?;
+        crate::versions::notify(conn, user.id, user.version).await?;
         tracing::debug!(account = %user.id, version = user.version, "account event applied");
         Ok(())
     }

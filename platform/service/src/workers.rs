@@ -3,15 +3,21 @@
 //! logging any that panicked by name instead of losing it.
 
 use std::future::Future;
+use std::sync::Arc;
 
+use popug_auth::AccountVersions;
 use popug_eventbus::Outbox;
-use popug_grpc::Readiness;
+use popug_grpc::{Readiness, ServeOptions};
+use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tonic::service::Routes;
 
-use crate::connect::Infra;
+use crate::connect::Built;
 use crate::readiness::Prepare;
+use crate::users::UserCopy;
 
 /// The running workers of one service.
 pub struct Workers {
@@ -40,19 +46,24 @@ impl Workers {
         }
     }
 
-    /// The workers every service with a database and an outbox starts with: the readiness
+    /// The workers every service with a database and an outbox starts with: `/metrics`
+    /// (when it has a port of its own), the readiness
     /// worker (migrations with `migrator`, streams, `service`'s own preparation, then
     /// health — see [`crate::readiness`]) and the relay of its `outbox`. Returns them with
     /// the readiness the server reports; the relay and every worker spawned later wait
     /// until the service is prepared.
     pub fn start(
         shutdown: impl Future<Output = ()> + Send + 'static,
-        infra: &Infra,
+        built: &mut Built,
         outbox: &Outbox,
         migrator: &'static Migrator,
         service: impl Prepare,
     ) -> (Workers, Readiness) {
         let mut workers = Workers::new(shutdown);
+        if let Some(listener) = built.metrics.take() {
+            workers.spawn("metrics", |stop| crate::metrics::serve(listener, stop));
+        }
+        let infra = &built.infra;
         let readiness = Readiness::starting();
         let (watched, reported) = (infra.clone(), readiness.clone());
         workers.spawn("readiness", |stop| {
@@ -96,6 +107,35 @@ impl Workers {
     /// Tells every worker to stop.
     pub fn stop(&self) {
         self.stop.cancel();
+    }
+
+    /// Keeps an [`AccountVersions`] in step with the service's copy of the users, in a
+    /// worker of its own (`crate::versions::watch_copy`); what the auth layer asks
+    /// whether a token was revoked.
+    pub fn follow_account_versions<C: UserCopy>(
+        &mut self,
+        pool: PgPool,
+        copy: C,
+    ) -> Arc<AccountVersions> {
+        let versions = Arc::new(AccountVersions::new());
+        let watched = versions.clone();
+        self.spawn("account-versions", |stop| {
+            crate::versions::watch_copy(pool, copy, watched, stop)
+        });
+        versions
+    }
+
+    /// Serves `routes` on `grpc` until shutdown, then stops every worker and waits for
+    /// them: the end of every service's `run_until_stopped`.
+    pub async fn serve(
+        self,
+        grpc: TcpListener,
+        routes: Routes,
+        options: ServeOptions,
+    ) -> anyhow::Result<()> {
+        let served = popug_grpc::serve(grpc, routes, options, self.stopped()).await;
+        self.join().await;
+        Ok(served?)
     }
 
     /// Stops every worker and waits for them; a worker that panicked is logged.

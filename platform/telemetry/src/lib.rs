@@ -1,10 +1,13 @@
 //! Telemetry for every PopugJira binary.
 //!
 //! - [`init`] installs structured logging (filtered by `RUST_LOG`, JSON when
-//!   `LOG_FORMAT=json`) and, only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, an
-//!   OpenTelemetry tracer exporting over OTLP/gRPC.
+//!   `LOG_FORMAT=json`, each line with its `trace_id` and `span_id`) and an OpenTelemetry
+//!   tracer, exporting over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (any OTLP
+//!   backend: Jaeger, Tempo, an OpenTelemetry Collector).
 //! - [`inject`] / [`extract`] carry W3C trace context (`traceparent`, `tracestate`) through
 //!   any string map: gRPC metadata, NATS headers, the event envelope.
+
+mod json;
 
 use std::collections::HashMap;
 
@@ -42,18 +45,20 @@ pub fn init(service: &str) -> TelemetryGuard {
     });
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
 
-    let provider = otlp_provider(service);
-    let otel_layer = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service.to_owned())));
+    // Spans always get trace and span ids (the logs carry them); they leave the process
+    // only when an exporter is configured.
+    let exporting = otlp_provider(service);
+    let provider = exporting.clone().unwrap_or_default();
+    let otel_layer =
+        tracing_opentelemetry::layer().with_tracer(provider.tracer(service.to_owned()));
 
     let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     let result = if json {
         registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true),
+                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                    .event_format(json::WithTraceIds::default()),
             )
             .try_init()
     } else {
@@ -61,10 +66,12 @@ pub fn init(service: &str) -> TelemetryGuard {
             .with(tracing_subscriber::fmt::layer().compact())
             .try_init()
     };
-    if result.is_ok() && provider.is_some() {
+    if result.is_ok() && exporting.is_some() {
         tracing::info!(service, "exporting traces over OTLP");
     }
-    TelemetryGuard { provider }
+    TelemetryGuard {
+        provider: exporting,
+    }
 }
 
 /// An OTLP exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the exporter reads the

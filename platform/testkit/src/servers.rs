@@ -223,6 +223,12 @@ impl PrivateNats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// Its server name (`solo`, or `n0`, `n1`, … in a cluster), as JetStream names
+    /// stream leaders.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Starts it (again, with the same store) and waits until it listens.
     pub fn resume(&mut self) {
         let mut command = Command::new("nats-server");

@@ -10,12 +10,16 @@
 //!
 //! - [`smtp`] — an SMTP sink that keeps every mail it is sent
 //! - [`call`] — request helpers: bearer tokens, status checks, paging, raw calls by path
+//! - [`nodes`] — the services as separate processes (`popug-node`), for what needs
+//!   process boundaries
 
 #![allow(clippy::unwrap_used)] // Test support: a failure should stop the test loudly.
 
 pub mod call;
+pub mod nodes;
 pub mod proxy;
 pub mod smtp;
+pub mod through;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,6 +50,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 fn common(database_url: String, prefix: &str, jwks_url: &str) -> Common {
     Common {
         grpc_addr: ([127, 0, 0, 1], 0).into(),
+        // One recorder serves the whole test process: `popug_metrics::render()`.
+        metrics_addr: None,
         database: DatabaseSettings {
             max_connections: 8,
             ..DatabaseSettings::new(database_url)
@@ -124,6 +130,7 @@ pub fn gateway_settings(prefix: &str, upstreams: [String; 3], jwks: &str) -> gat
         redis_url: None,
         cache_prefix: format!("{prefix}:gw:"),
         cache_ttl: Duration::from_secs(3600),
+        limits: gateway::server::Limits::default(),
     }
 }
 
@@ -353,7 +360,10 @@ impl Mesh {
     /// Waits until the service at `addr` reports `service` SERVING: prepared (migrated,
     /// its streams made) and its database and NATS reachable.
     pub async fn wait_serving(addr: SocketAddr, service: &str) {
-        let channel = connect(addr).await;
+        // Lazily: a process may not listen yet.
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
         popug_testkit::eventually(WAIT, &format!("{service} SERVING"), || {
             let mut client = tonic_health::pb::health_client::HealthClient::new(channel.clone());
             let request = tonic_health::pb::HealthCheckRequest {
@@ -377,6 +387,7 @@ impl Mesh {
 
     async fn start(builder: MeshBuilder) -> Mesh {
         let _ = popug_telemetry::init("mesh-tests");
+        popug_metrics::install("mesh-tests");
         let prefix = popug_testkit::unique_prefix();
         let postgres = builder
             .postgres

@@ -36,6 +36,9 @@ const TABLE: &[(&str, May)] = &[
     ("/popug.account.v1.AuthService/Refresh", Public),
     ("/popug.account.v1.AuthService/Logout", Public),
     ("/popug.account.v1.AuthService/GetJwks", Public),
+    // Log out everywhere: one's own sessions (another account's: admins, a row-level
+    // rule).
+    ("/popug.account.v1.AuthService/LogoutEverywhere", Everyone),
     // Manage accounts (create, change role, deactivate): admins.
     ("/popug.account.v1.AccountService/CreateAccount", Only(&["admin"])),
     ("/popug.account.v1.AccountService/ListAccounts", Only(&["admin"])),

@@ -320,7 +320,12 @@ function closeDaySection(after: () => void): HTMLElement {
   );
 }
 
-/** Everyone's balances: admins get the list of accounts; accountants look a popug up by id. */
+/**
+ * Everyone's balances: admins get the list of accounts (ListAccounts, accounts.manage);
+ * accountants look a popug up by id — GetBalance and ListEntries take anyone's id with
+ * accounting.read_all, but no RPC an accountant may call lists every popug (see
+ * web/README.md).
+ */
 class Everyone {
   readonly el: HTMLElement;
   private readonly body = h("div", { class: "list" });
@@ -331,7 +336,7 @@ class Everyone {
     if (!mayCall(AccountService.method.listAccounts)) {
       const input = h("input", { name: "popug-id", placeholder: "account id (UUID)", autocomplete: "off", spellcheck: "false" });
       const go = h("button", { type: "submit" }, "Show balance and log");
-      const form = h("form", { class: "row filters" }, field("Popug id", input, "The account id, e.g. from a task's assignee."), h("div", { class: "field end" }, go));
+      const form = h("form", { class: "row filters" }, field("Popug id", input, "The popug's account id (a UUID)."), h("div", { class: "field end" }, go));
       form.addEventListener("submit", async (e) => {
         e.preventDefault();
         await busy(go, () => this.lookup(input.value.trim()));
@@ -366,7 +371,7 @@ class Everyone {
               const label = `${a.name} ${a.surname} (${a.username})`;
               return h(
                 "tr",
-                { "data-username": a.username },
+                { "data-username": a.username, "data-account-id": a.id },
                 h("td", { "data-label": "Popug" }, label, a.active ? null : h("span", { class: "badge" }, " inactive")),
                 h("td", { "data-label": "Role" }, roleNames[a.role]),
                 h("td", { "data-label": "Balance", class: `num ${b !== null && b < 0n ? "negative" : ""}`, "data-testid": `balance-${a.username}` }, b === null ? "—" : money(b)),

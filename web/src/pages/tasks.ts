@@ -1,11 +1,15 @@
 // Tasks: create, my tasks (open/done) with "complete", and for managers/admins all tasks
-// with filters and the "reassign open tasks" button.
-import { can, idempotent, mayCall, session, tasks } from "../api.js";
+// with filters and the "reassign open tasks" button. The lists come from the gateway's
+// BoardService.GetTaskBoard: each task with its assignee's name and its prices in one
+// call; a part the gateway could not fetch (Account or Accounting down) is named in
+// `missing`, and the tasks are listed without it.
+import { board, can, idempotent, mayCall, session, tasks } from "../api.js";
 import { busy, confirmDialog, field, h, Notice, replace } from "../dom.js";
 import { humanError, markInvalid } from "../errors.js";
-import { dateTime } from "../format.js";
+import { dateTime, money } from "../format.js";
+import { Part } from "../gen/popug/gateway/v1/board_pb.js";
 import { TaskService, TaskStatus, type Task } from "../gen/popug/tasks/v1/tasks_pb.js";
-import { displayName, known, profiles } from "../people.js";
+import { displayName, profiles } from "../people.js";
 
 const PAGE = 50;
 
@@ -110,15 +114,37 @@ interface ListOptions {
   filters?: boolean;
 }
 
+/** One row of a list: the task and what the board knew about it when it was loaded. */
+interface Row {
+  task: Task;
+  /** "Name Surname (username)"; empty when the name is unknown. */
+  assignee: string;
+  /** The names could not be fetched for this row's page. */
+  namesMissing: boolean;
+  priced: boolean;
+  /** The prices could not be fetched for this row's page. */
+  pricesMissing: boolean;
+  assignFeeCents: bigint;
+  rewardCents: bigint;
+}
+
+function assigneeLabel(name: string, username: string): string {
+  if (!username) return "";
+  const full = name.trim();
+  return full ? `${full} (${username})` : username;
+}
+
 class TaskList {
   readonly el: HTMLElement;
   private readonly body = h("div", { class: "list", "aria-busy": "true" });
   private readonly notice = new Notice();
+  /** What the board could not fetch (names, prices): the tasks are still listed. */
+  private readonly partial = new Notice();
   private readonly more = h("button", { type: "button", hidden: true }, "Load more");
   private readonly statusSel: HTMLSelectElement;
   private readonly assigneeSel: HTMLSelectElement | null;
   private token = "";
-  private items: Task[] = [];
+  private items: Row[] = [];
   private generation = 0;
 
   constructor(private readonly opts: ListOptions) {
@@ -142,6 +168,7 @@ class TaskList {
       h("h2", { id: headingId }, opts.heading),
       h("div", { class: "row filters" }, field("Status", this.statusSel), this.assigneeSel ? field("Assignee", this.assigneeSel) : null, h("div", { class: "field end" }, refresh)),
       this.notice.el,
+      this.partial.el,
       this.body,
       this.more,
     );
@@ -158,35 +185,73 @@ class TaskList {
     this.notice.clear();
     if (first) this.body.setAttribute("aria-busy", "true");
     try {
-      const res = await tasks.listTasks({
+      const res = await board.getTaskBoard({
         pageSize: PAGE,
         pageToken: this.token,
         status: Number(this.statusSel.value) as TaskStatus,
         assigneeId: this.assigneeSel ? this.assigneeSel.value : this.opts.assigneeId,
       });
       if (gen !== this.generation) return;
-      this.items.push(...res.tasks);
+      const namesMissing = res.missing.includes(Part.NAMES);
+      const pricesMissing = res.missing.includes(Part.PRICES);
+      for (const b of res.tasks) {
+        if (!b.task) continue;
+        this.items.push({
+          task: b.task,
+          assignee: namesMissing ? "" : assigneeLabel(b.assigneeName, b.assigneeUsername),
+          namesMissing,
+          priced: b.priced && !pricesMissing,
+          pricesMissing,
+          assignFeeCents: b.assignFeeCents,
+          rewardCents: b.rewardCents,
+        });
+      }
       this.token = res.nextPageToken;
       this.more.hidden = !this.token;
-      if (this.opts.showAssignee) {
-        await profiles(this.items.map((t) => t.assigneeId)).catch(() => undefined);
-        this.fillAssignees();
-      }
+      if (this.opts.showAssignee) this.fillAssignees();
+      this.showPartial();
       this.draw();
     } catch (err) {
+      if (gen !== this.generation) return;
+      this.partial.clear();
       this.notice.error(humanError(err));
     } finally {
-      this.body.removeAttribute("aria-busy");
+      if (gen === this.generation) this.body.removeAttribute("aria-busy");
     }
   }
 
+  /** Says which parts of the loaded rows the gateway could not fetch. */
+  private showPartial(): void {
+    const names = this.opts.showAssignee && this.items.some((r) => r.namesMissing);
+    const prices = this.items.some((r) => r.pricesMissing);
+    if (!names && !prices) {
+      this.partial.clear();
+      return;
+    }
+    const what = names && prices ? "Names and prices unavailable" : names ? "Names unavailable" : "Prices unavailable";
+    const how = names && prices
+      ? "assignees are shown by a short id and the tasks without their prices"
+      : names
+        ? "assignees are shown by a short id"
+        : "the tasks are listed without their prices";
+    this.partial.warn(`${what} right now: ${how}. Refresh in a moment to try again.`);
+  }
+
+  /** Adds the assignees of the loaded rows (when their names are known) to the filter. */
   private fillAssignees(): void {
     const sel = this.assigneeSel;
     if (!sel) return;
     const have = new Set([...sel.options].map((o) => o.value));
-    for (const p of known()) {
-      if (!have.has(p.id)) sel.append(h("option", { value: p.id }, `${p.name} ${p.surname} (${p.username})`));
+    const add = new Map<string, string>();
+    for (const r of this.items) {
+      if (r.assignee && !have.has(r.task.assigneeId)) add.set(r.task.assigneeId, r.assignee);
     }
+    if (add.size === 0) return;
+    const options = [...sel.options].slice(1).map((o) => [o.value, o.text] as const).concat([...add]);
+    options.sort((a, b) => a[1].localeCompare(b[1]));
+    const selected = sel.value;
+    sel.replaceChildren(sel.options[0], ...options.map(([id, label]) => h("option", { value: id }, label)));
+    sel.value = selected;
   }
 
   private draw(): void {
@@ -194,11 +259,21 @@ class TaskList {
       replace(this.body, h("p", { class: "empty" }, "No tasks here."));
       return;
     }
-    replace(this.body, h("ul", { class: "tasks" }, this.items.map((t) => this.row(t))));
+    replace(this.body, h("ul", { class: "tasks" }, this.items.map((r) => this.row(r))));
   }
 
-  private row(t: Task): HTMLElement {
+  private price(r: Row): HTMLElement {
+    if (r.priced) {
+      return h("span", { class: "price" }, `fee ${money(r.assignFeeCents)} · reward ${money(r.rewardCents)}`);
+    }
+    // Not missing but unpriced: Accounting has not seen the task yet (it prices it once).
+    return h("span", { class: "price unknown" }, r.pricesMissing ? "price unavailable" : "price pending");
+  }
+
+  private row(r: Row): HTMLElement {
+    const t = r.task;
     const done = t.status === TaskStatus.DONE;
+    const assignee = r.assignee || (t.assigneeId ? `${t.assigneeId.slice(0, 8)}…` : "—");
     const li = h(
       "li",
       { class: `task ${done ? "done" : "open"}`, "data-task-id": t.id },
@@ -211,7 +286,9 @@ class TaskList {
           "p",
           { class: "meta" },
           h("span", { class: `badge ${done ? "done" : "open"}` }, done ? "Done" : "Open"),
-          this.opts.showAssignee ? ` · ${displayName(t.assigneeId)}` : null,
+          this.opts.showAssignee ? [" · ", h("span", { class: "assignee", title: r.assignee ? null : "name unavailable" }, assignee)] : null,
+          " · ",
+          this.price(r),
           ` · created ${dateTime(t.createdAt)}`,
           done && t.completedAt ? ` · completed ${dateTime(t.completedAt)}` : null,
         ),

@@ -47,6 +47,15 @@ async fn crud_follows_permissions() {
     let renamed = mesh.update_account(&worker_token, rename).await.unwrap();
     assert_eq!(renamed.name, "Innokentiy");
     assert_eq!(renamed.version, worker.version + 1);
+    // Any change of an account revokes the tokens issued before it; a new one works.
+    let revoked = mesh.who_am_i(&worker_token).await.unwrap_err();
+    assert_eq!(revoked.code(), Code::Unauthenticated);
+    assert_eq!(revoked.message(), "token revoked");
+    let worker_token = mesh
+        .login("kesha", "kesha-password")
+        .await
+        .unwrap()
+        .access_token;
 
     // Someone else's profile: visible without the email.
     let admin_id = mesh.who_am_i(&admin).await.unwrap().id;

@@ -55,6 +55,7 @@ async fn access_token_claims_verify_against_the_published_jwks() {
     assert_eq!(claims.exp - claims.iat, 300);
     assert!(claims.nbf <= claims.iat);
     assert!(!claims.jti.is_empty());
+    assert_eq!(claims.ver, me.version, "the account's version");
 
     // The RPC serves the same document as HTTP.
     let rpc = mesh

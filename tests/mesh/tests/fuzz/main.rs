@@ -9,8 +9,9 @@
 //! the gateway with every role's token (and sometimes none, or a forged one; sometimes
 //! with an `idempotency-key`, odd or reused), and straight to the service that serves the
 //! RPC; an OK answer must decode as the RPC's response. Destructive RPCs run too; the
-//! callers' own accounts are spared (a DeleteAccount naming one deletes a throwaway user
-//! instead, an UpdateAccount of one changes no role and no `active`).
+//! callers' own accounts are spared, since any change of an account revokes its tokens (a
+//! DeleteAccount, UpdateAccount or LogoutEverywhere naming one goes to a throwaway user
+//! instead).
 //!
 //! Handlers run on tokio tasks, so a panic does not fail the test by itself (its caller
 //! sees CANCELLED, or UNAVAILABLE through the gateway): a panic hook counts them. A

@@ -39,7 +39,7 @@ pub struct Fixture {
     /// No token, or a forged, broken or oversized one.
     pub outsiders: Vec<Caller>,
     pub known: Known,
-    /// The callers' ids: DeleteAccount and UpdateAccount spare them.
+    /// The callers' ids: DeleteAccount, UpdateAccount and LogoutEverywhere spare them.
     pub spared: Vec<Uuid>,
     /// Throwaway users, deleted instead.
     pub victims: Vec<String>,
@@ -208,18 +208,22 @@ pub fn rpcs(mesh: &Mesh, known: &Known, spared: &[Uuid], victims: &[String]) -> 
     rpcs
 }
 
-/// Keeps the callers' accounts active with their roles: a DeleteAccount of one deletes a
-/// throwaway user instead; an UpdateAccount of one changes neither role nor `active`.
+/// Keeps the callers' accounts as they are — any change of an account revokes its access
+/// tokens — so a DeleteAccount, UpdateAccount or LogoutEverywhere naming one goes to a
+/// throwaway user instead.
 fn spare_callers(
     method: &str,
     requests: BoxedStrategy<DynamicMessage>,
     spared: &[Uuid],
     victims: &[String],
 ) -> BoxedStrategy<DynamicMessage> {
-    if !matches!(method, "DeleteAccount" | "UpdateAccount") {
+    if !matches!(
+        method,
+        "DeleteAccount" | "UpdateAccount" | "LogoutEverywhere"
+    ) {
         return requests;
     }
-    let (method, spared, victims) = (method.to_owned(), spared.to_vec(), victims.to_vec());
+    let (spared, victims) = (spared.to_vec(), victims.to_vec());
     requests
         .prop_map(move |mut request| {
             let id = request.get_field_by_name("id");
@@ -230,13 +234,8 @@ fn spare_callers(
             else {
                 return request;
             };
-            if method == "DeleteAccount" {
-                let victim = victims[i % victims.len()].clone();
-                request.set_field_by_name("id", Value::String(victim));
-            } else {
-                request.clear_field_by_name("role");
-                request.clear_field_by_name("active");
-            }
+            let victim = victims[i % victims.len()].clone();
+            request.set_field_by_name("id", Value::String(victim));
             request
         })
         .boxed()

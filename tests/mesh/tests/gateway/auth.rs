@@ -51,6 +51,8 @@ async fn token_attacks_are_unauthenticated() {
         c.exp = now - 600;
     });
     let not_yet = forge(&mesh, &valid, |c| c.nbf = now + 3600);
+    // Valid by nbf and exp, correctly signed, but issued an hour from now.
+    let from_the_future = forge(&mesh, &valid, |c| c.iat = now + 3600);
     let wrong_iss = forge(&mesh, &valid, |c| c.iss = "someone-else".into());
     let wrong_aud = forge(&mesh, &valid, |c| c.aud = "another-app".into());
     let oversized = forge(&mesh, &valid, |c| c.name = "x".repeat(10_000));
@@ -61,6 +63,7 @@ async fn token_attacks_are_unauthenticated() {
         ("bad signature", bad_signature.as_str()),
         ("expired", expired.as_str()),
         ("not yet valid", not_yet.as_str()),
+        ("issued in the future", from_the_future.as_str()),
         ("wrong issuer", wrong_iss.as_str()),
         ("wrong audience", wrong_aud.as_str()),
         ("malformed", "not.a.jwt"),

@@ -58,6 +58,12 @@ async fn the_cache_never_leaks_and_follows_account_events() {
         .update_account(with_token(&admin, rename))
         .await
         .unwrap();
+    // The change revoked the worker's tokens (any change of an account does).
+    let worker = mesh
+        .login(&staff.worker.username, &staff.worker.password)
+        .await
+        .unwrap()
+        .access_token;
     popug_testkit::eventually(
         Duration::from_secs(10),
         "the new name on the board",

@@ -3,7 +3,8 @@
 //! answers, deadlines, outages and health passed through ([`proxy`]), grpc-web and the
 //! web UI over HTTP/1.1 ([`web`]), the composed task board and overview ([`board`]) and
 //! the Redis cache: what it holds, how account events drop it, and Redis going away
-//! ([`cache`]).
+//! ([`cache`]); revoked tokens refused by the gateway and by every service within a
+//! second of the change, measured ([`revocation`]).
 //!
 //! Who may call what through the gateway is checked by `tests/roles.rs`.
 
@@ -12,7 +13,9 @@
 mod auth;
 mod board;
 mod cache;
+mod edge;
 mod proxy;
+mod revocation;
 mod web;
 
 use std::time::Duration;

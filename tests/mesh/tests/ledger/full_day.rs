@@ -251,9 +251,18 @@ async fn a_full_day_by_hand() {
     .await;
     assert_eq!(sink.messages().len(), 1);
     assert_eq!(
-        balance(w1.token.clone(), String::new()).await.balance_cents,
+        balance(w.admin.clone(), w1.id.to_string())
+            .await
+            .balance_cents,
         0
     );
+    // w1 was deactivated at noon: its token is refused, not just its logins.
+    let refused = w
+        .accounting_client()
+        .get_balance(with_token(&w1.token, pb::GetBalanceRequest::default()))
+        .await
+        .expect_err("a deactivated account's token");
+    assert_eq!(refused.message(), "token revoked");
 
     // Closing the same day again does nothing.
     let again = w

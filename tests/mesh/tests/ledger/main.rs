@@ -8,6 +8,8 @@
 //! - [`access`] — who may see what, missing tokens and bad input
 //! - [`events`] — redelivery, out-of-order arrivals, batch booking, dead letters,
 //!   re-emitted events under new ids
+//! - [`dead_letters`] — `accounting dead-letters list|show|replay`: a version learnt
+//!   after the fact, replayed and booked once
 //! - [`day_close`] — concurrent closes, a close racing the consumers, the scheduler
 //! - [`mail`] — payout mails with SMTP down, then up
 //! - [`inputs`] — days outside the range, long CUSTOM spans, unknown users
@@ -19,6 +21,7 @@
 
 mod access;
 mod day_close;
+mod dead_letters;
 mod events;
 mod full_day;
 mod inputs;
