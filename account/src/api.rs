@@ -63,9 +63,10 @@ impl AuthService for Api {
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let r = request.into_inner();
-        let tokens = self.0.login(&r.username, &r.password).await?;
+        let (tokens, row) = self.0.login(&r.username, &r.password).await?;
         Ok(Response::new(pb::LoginResponse {
             tokens: Some(tokens),
+            account: Some(account(&row, true)),
         }))
     }
 

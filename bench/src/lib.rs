@@ -8,7 +8,9 @@
 //! deletes its streams, also when the run failed.
 //!
 //! Servers: `POPUG_BENCH_PG_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
-//! and `POPUG_BENCH_NATS_URL` (default `nats://127.0.0.1:4222`).
+//! and `POPUG_BENCH_NATS_URL` (default `nats://127.0.0.1:4222`; a cluster's nodes
+//! separated by commas), with every stream in `POPUG_BENCH_STREAM_REPLICAS` copies
+//! (default 1; 3 on a three-node cluster).
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -35,6 +37,24 @@ pub fn pg_admin_url() -> String {
 
 pub fn nats_url() -> String {
     std::env::var("POPUG_BENCH_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// Copies JetStream keeps of every stream of the run (`POPUG_BENCH_STREAM_REPLICAS`).
+pub fn stream_replicas() -> anyhow::Result<usize> {
+    match std::env::var("POPUG_BENCH_STREAM_REPLICAS") {
+        Ok(value) => value
+            .parse()
+            .with_context(|| format!("POPUG_BENCH_STREAM_REPLICAS={value:?}")),
+        Err(_) => Ok(1),
+    }
+}
+
+/// A new connection to the run's NATS server(s) (one URL, or a cluster's list).
+pub async fn nats_client() -> anyhow::Result<async_nats::Client> {
+    let servers = popug_eventbus::nats_servers(&nats_url())?;
+    async_nats::connect(servers)
+        .await
+        .with_context(|| format!("NATS unreachable at {}", nats_url()))
 }
 
 /// If this process was started as the TaskKeeper child, serves until stdin closes (the
@@ -157,11 +177,9 @@ pub struct Bench {
 impl Bench {
     pub async fn new() -> anyhow::Result<Bench> {
         let prefix = format!("b{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let client = async_nats::connect(nats_url())
-            .await
-            .with_context(|| format!("NATS unreachable at {}", nats_url()))?;
+        let client = nats_client().await?;
         Ok(Bench {
-            topology: Topology::new(&prefix)?,
+            topology: Topology::new(&prefix)?.with_replicas(stream_replicas()?)?,
             prefix,
             js: async_nats::jetstream::new(client),
             databases: Vec::new(),
@@ -169,6 +187,14 @@ impl Bench {
             taskkeeper: None,
             jwks_url: String::new(),
             account_grpc: None,
+        })
+    }
+
+    /// The bus settings of the run's services: its NATS server(s), prefix and replicas.
+    pub fn bus(&self) -> anyhow::Result<popug_service::BusSettings> {
+        Ok(popug_service::BusSettings {
+            stream_replicas: stream_replicas()?,
+            ..popug_service::BusSettings::new(nats_url(), &self.prefix)
         })
     }
 
@@ -195,6 +221,7 @@ impl Bench {
     pub async fn start_account(&mut self) -> anyhow::Result<String> {
         let mut settings =
             popug_mesh::account_settings(self.database("account").await?, &self.prefix);
+        settings.common.bus = self.bus()?;
         settings.access_ttl = Duration::from_secs(3600);
         settings.refresh_ttl = Duration::from_secs(7200);
         let app = account::Application::build(settings).await?;
@@ -206,6 +233,8 @@ impl Bench {
             let _ = stopped.await;
         })));
         self.stops.push(stop);
+        // It listens at once and answers UNAVAILABLE until migrated and prepared.
+        popug_mesh::Mesh::wait_serving(grpc, "popug.account.v1.AuthService").await;
         let channel = connect(grpc).await?;
         let tokens = account_pb::auth_service_client::AuthServiceClient::new(channel)
             .login(account_pb::LoginRequest {
@@ -229,6 +258,7 @@ impl Bench {
             popug_mesh::taskkeeper_settings(database_url.to_owned(), &self.prefix, &self.jwks_url);
         settings.common.database.max_connections = 16;
         settings.reassign_chunk_size = chunk_size;
+        settings.common.bus = self.bus().expect("valid bench bus settings");
         settings
     }
 
@@ -258,6 +288,10 @@ impl Bench {
             )
             .env("TASKKEEPER__NATS_URL", &common.bus.nats_url)
             .env("TASKKEEPER__STREAM_PREFIX", &common.bus.stream_prefix)
+            .env(
+                "TASKKEEPER__STREAM_REPLICAS",
+                common.bus.stream_replicas.to_string(),
+            )
             .env("TASKKEEPER__ISSUER", &common.tokens.issuer)
             .env("TASKKEEPER__AUDIENCE", &common.tokens.audience)
             .env("TASKKEEPER__JWKS_URL", &common.tokens.jwks_url)
@@ -286,6 +320,7 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        popug_mesh::Mesh::wait_serving(grpc, "popug.tasks.v1.TaskService").await;
         Ok(self
             .taskkeeper
             .insert(TaskKeeperProcess { child, grpc, log }))

@@ -35,7 +35,11 @@ fn token_hash(token: &str) -> Vec<u8> {
 impl Accounts {
     /// Username and password for a token pair. Unknown user, wrong password and
     /// inactive account all answer the same, after the same amount of hashing.
-    pub async fn login(&self, username: &str, password: &str) -> Result<pb::TokenPair, Error> {
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<(pb::TokenPair, AccountRow), Error> {
         if username.is_empty() {
             return Err(Error::invalid("username", "is required"));
         }
@@ -68,7 +72,7 @@ impl Accounts {
         let pair = self.issue(&mut tx, &row, Uuid::new_v4()).await?;
         tx.commit().await?;
         tracing::info!(account = %row.id, "logged in");
-        Ok(pair)
+        Ok((pair, row))
     }
 
     /// Spends a refresh token for a new pair. A spent token presented again revokes

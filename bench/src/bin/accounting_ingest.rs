@@ -25,8 +25,15 @@
 //! ```sh
 //! cargo run --release -p popug-bench --bin accounting_ingest -- \
 //!     [--messages 200000] [--tasks 80000] [--users 1000] [--chunk-size 1000] \
-//!     [--batch 2000] [--reassign-batch 20] [--task-consumers 2] [--pool 8]
+//!     [--batch 2000] [--reassign-batch 20] [--task-consumers 2] [--pool 8] \
+//!     [--replicas 1]
 //! ```
+//!
+//! `--replicas N` runs the ledger as N Accounting replicas would: N sets of consumers
+//! (each as many as `startup` starts) on the same durable consumers, each set with its
+//! own NATS connection and its own pool of `--pool` connections to the one database —
+//! in this one process, so on this machine they share its cores with each other and
+//! with PostgreSQL and NATS.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +62,7 @@ struct Config {
     reassign_batch: usize,
     task_consumers: usize,
     pool: u32,
+    replicas: usize,
     timeout: Duration,
 }
 
@@ -80,6 +88,7 @@ fn main() -> anyhow::Result<()> {
         reassign_batch: args.get("reassign-batch", REASSIGNS_BATCH)?,
         task_consumers: args.get("task-consumers", TASKS_CONSUMERS)?,
         pool: args.get("pool", 8)?,
+        replicas: args.get("replicas", 1)?,
         timeout: Duration::from_secs(args.get("timeout-secs", 600)?),
     };
     popug_bench::run(async |bench| {
@@ -92,20 +101,25 @@ fn main() -> anyhow::Result<()> {
 async fn run(bench: &mut Bench, config: &Config) -> anyhow::Result<()> {
     println!(
         "accounting ingest benchmark: {} messages ({} tasks, {} users, chunk size {}), \
-         {} task consumers, batches {}/{}, pool {}, prefix {}",
+         {} replicas x {} task consumers, batches {}/{}, pool {}, stream replicas {}, prefix {}",
         config.messages,
         config.tasks,
         config.users,
         config.chunk_size,
+        config.replicas,
         config.task_consumers,
         config.batch,
         config.reassign_batch,
         config.pool,
+        bench.topology.replicas(),
         bench.prefix
     );
     let pool = bench
         .migrated_database("accounting", &accounting::startup::MIGRATOR, config.pool)
         .await?;
+    // What Accounting's start does after migrating: open the first billing day.
+    let clock = BillingClock::new(Duration::ZERO);
+    accounting::store::billing::init_open_day(&mut *pool.acquire().await?, clock.today()).await?;
     bench.topology.ensure_streams(&bench.js).await?;
 
     let started = Instant::now();
@@ -148,49 +162,68 @@ async fn run(bench: &mut Bench, config: &Config) -> anyhow::Result<()> {
     // 2. The ledger, with Accounting's own consumers and handler.
     let ledger = Ledger {
         outbox: Outbox::new(bench.topology.clone(), PRODUCER),
-        clock: BillingClock::new(Duration::ZERO),
+        clock,
     };
     let mut tasks_config = ConsumerConfig::new(TASKS_CONSUMER, Bus::Task);
     tasks_config.batch = config.batch;
     let mut reassigns_config = ConsumerConfig::new(REASSIGNS_CONSUMER, Bus::Reassign);
     reassigns_config.batch = config.reassign_batch;
     let mut tasks = Vec::new();
-    for _ in 0..config.task_consumers.max(1) {
-        tasks.push(
+    let mut reassigns = Vec::new();
+    for replica in 0..config.replicas.max(1) {
+        // The first replica reuses the migrated pool; the others bring their own, and
+        // each its own NATS connection, as separate processes would.
+        let (pool, js) = if replica == 0 {
+            (pool.clone(), bench.js.clone())
+        } else {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(config.pool)
+                .connect_with((*pool.connect_options()).clone())
+                .await?;
+            (pool, jetstream::new(popug_bench::nats_client().await?))
+        };
+        for _ in 0..config.task_consumers.max(1) {
+            tasks.push(
+                Consumer::bind(
+                    js.clone(),
+                    bench.topology.clone(),
+                    tasks_config.clone(),
+                    Transactional::new(pool.clone(), ledger.clone()),
+                )
+                .await?,
+            );
+        }
+        reassigns.push(
             Consumer::bind(
-                bench.js.clone(),
+                js,
                 bench.topology.clone(),
-                tasks_config.clone(),
-                Transactional::new(pool.clone(), ledger.clone()),
+                reassigns_config.clone(),
+                Transactional::new(pool, ledger.clone()),
             )
             .await?,
         );
     }
-    let reassigns = Consumer::bind(
-        bench.js.clone(),
-        bench.topology.clone(),
-        reassigns_config,
-        Transactional::new(pool.clone(), ledger),
-    )
-    .await?;
     let applied = {
         let start = Instant::now();
-        let acked = Arc::new(AtomicU64::new(0));
+        let (tasks_acked, reassigns_acked) =
+            (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let mut running = Vec::new();
         for consumer in tasks {
             running.push(tokio::spawn(drive(
                 consumer,
-                acked.clone(),
+                tasks_acked.clone(),
                 published.task_messages,
                 config.timeout,
             )));
         }
-        running.push(tokio::spawn(drive(
-            reassigns,
-            Arc::new(AtomicU64::new(0)),
-            published.reassign_messages,
-            config.timeout,
-        )));
+        for consumer in reassigns {
+            running.push(tokio::spawn(drive(
+                consumer,
+                reassigns_acked.clone(),
+                published.reassign_messages,
+                config.timeout,
+            )));
+        }
         for task in running {
             task.await??;
         }

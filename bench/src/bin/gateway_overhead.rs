@@ -237,6 +237,8 @@ async fn measure(
     tokio::spawn(acc.run_until_stopped(Box::pin(stopped)));
     stops.push(stop);
 
+    popug_mesh::Mesh::wait_serving(tk_addr, "popug.tasks.v1.TaskService").await;
+    popug_mesh::Mesh::wait_serving(acc_addr, "popug.accounting.v1.AccountingService").await;
     let upstreams = [
         format!("http://{}", bench.account_grpc.context("account")?),
         format!("http://{tk_addr}"),

@@ -16,6 +16,21 @@ async fn login_right_wrong_and_unknown() {
     assert_eq!(pair.token_type, "Bearer");
     assert_eq!(pair.expires_in, 300);
     assert!(!pair.refresh_token.is_empty());
+    // Login also says who logged in.
+    let answer = pb::auth_service_client::AuthServiceClient::new(mesh.account.clone())
+        .login(pb::LoginRequest {
+            username: "admin".into(),
+            password: ADMIN_PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let who = answer.account.expect("the account that logged in");
+    assert_eq!(
+        (who.username.as_str(), who.role(), who.active),
+        ("admin", pb::Role::Admin, true)
+    );
+    assert_eq!(who.email, "admin@test.example");
 
     let wrong = mesh.login("admin", "not-the-password").await.unwrap_err();
     let unknown = mesh.login("nobody", "not-the-password").await.unwrap_err();
