@@ -3,6 +3,8 @@
 //! caller's authorization, trace context and remaining deadline. No code per RPC: the
 //! bytes pass through, and so do the upstream's status codes.
 
+mod deadlines;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,6 +23,9 @@ use popug_metrics::names;
 
 use crate::ratelimit::RateLimiter;
 use crate::upstream::Endpoints;
+use deadlines::{deadline_exceeded, deadline_not_cancel, encode_grpc_timeout};
+
+pub use deadlines::deadline;
 
 /// One upstream service, the packages it serves and its endpoints.
 #[derive(Clone)]
@@ -333,20 +338,6 @@ fn upstream_headers(headers: &http::HeaderMap) -> http::HeaderMap {
     out
 }
 
-/// An upstream's "Timeout expired" CANCELLED (tonic's answer when the `grpc-timeout` it
-/// was given runs out) is the caller's deadline: DEADLINE_EXCEEDED.
-fn deadline_not_cancel<B>(mut response: http::Response<B>) -> http::Response<B> {
-    let headers = response.headers_mut();
-    let cancelled = headers.get("grpc-status").is_some_and(|s| s == "1");
-    let timeout = headers
-        .get("grpc-message")
-        .is_some_and(|m| m.as_bytes().starts_with(b"Timeout"));
-    if cancelled && timeout {
-        headers.insert("grpc-status", http::HeaderValue::from_static("4"));
-    }
-    response
-}
-
 /// The `reason` and `cause` labels of a refusal.
 fn refusal(status: &Status) -> (&'static str, &'static str) {
     match status.code() {
@@ -384,61 +375,5 @@ pub fn register_refusals() {
     for (reason, cause) in series {
         metrics::counter!(names::GATEWAY_REFUSED, "reason" => reason, "cause" => cause)
             .increment(0);
-    }
-}
-
-fn deadline_exceeded(upstream: &str, timeout: Duration) -> Status {
-    refused(Status::deadline_exceeded(format!(
-        "{upstream} did not answer within {timeout:?}"
-    )))
-}
-
-/// The caller's deadline from its headers, capped at `cap` (and `cap` when it sent none).
-pub fn deadline(headers: &http::HeaderMap, cap: Duration) -> Duration {
-    headers
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout)
-        .map_or(cap, |t| t.min(cap))
-}
-
-/// `grpc-timeout` is digits and a unit: H, M, S, m (ms), u (µs), n (ns).
-fn parse_grpc_timeout(raw: &str) -> Option<Duration> {
-    if raw.len() < 2 || raw.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = raw.split_at(raw.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.checked_mul(3600)?),
-        "M" => Duration::from_secs(n.checked_mul(60)?),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-fn encode_grpc_timeout(timeout: Duration) -> String {
-    // At most 8 digits; milliseconds cover every deadline the gateway allows.
-    format!("{}m", timeout.as_millis().clamp(1, 99_999_999))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeouts_round_trip() {
-        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
-        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_grpc_timeout("250u"), Some(Duration::from_micros(250)));
-        assert_eq!(parse_grpc_timeout("x"), None);
-        assert_eq!(parse_grpc_timeout("12Q"), None);
-        assert_eq!(parse_grpc_timeout("123456789S"), None, "at most 8 digits");
-        assert_eq!(encode_grpc_timeout(Duration::from_secs(3)), "3000m");
-        assert_eq!(encode_grpc_timeout(Duration::ZERO), "1m");
     }
 }

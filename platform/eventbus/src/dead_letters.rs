@@ -50,123 +50,24 @@
 //! Replay needs the consumer to read the event now: a build that knows its version, or an
 //! upcaster registered in the consumer's process (`popug_proto::upcast::register`).
 
-use std::sync::OnceLock;
+mod letter;
+mod payload;
+
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, ErrorCode};
-use bytes::Bytes;
 use futures::StreamExt;
-use popug_proto::catalog;
-use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use sqlx::PgPool;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::BusError;
 use crate::topology::{Bus, Topology};
-use crate::{BusError, DeadLetter, Envelope};
 
-/// One message of the dead-letter stream, read.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Letter {
-    /// Its sequence in the dead-letter stream: how the commands name it.
-    pub sequence: u64,
-    /// The consumer that gave up.
-    pub consumer: String,
-    /// The subject the original was received on (prefix included).
-    pub subject: String,
-    pub reason: String,
-    pub failed_at: Option<OffsetDateTime>,
-    /// The original's sequence in its own stream.
-    pub original_sequence: u64,
-    /// The original message, byte for byte.
-    pub original: Bytes,
-    /// The original decoded as an envelope, unless it is none.
-    pub envelope: Option<Envelope>,
-}
-
-impl Letter {
-    /// Reads the dead-letter message at `sequence` of the dead-letter stream.
-    pub fn decode(sequence: u64, payload: &[u8]) -> Result<Letter, BusError> {
-        let letter = DeadLetter::decode(payload)
-            .map_err(|e| BusError::Nats(format!("dead letter #{sequence} undecodable: {e}")))?;
-        let failed_at = letter.failed_at.and_then(|t| {
-            let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
-            OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
-        });
-        Ok(Letter {
-            sequence,
-            envelope: Envelope::decode(letter.original.as_ref()).ok(),
-            consumer: letter.consumer,
-            subject: letter.subject,
-            reason: letter.reason,
-            failed_at,
-            original_sequence: letter.stream_sequence,
-            original: letter.original,
-        })
-    }
-
-    /// The event id, if the original is an envelope with a valid one.
-    pub fn event_id(&self) -> Option<Uuid> {
-        self.envelope
-            .as_ref()
-            .and_then(|e| Uuid::parse_str(&e.event_id).ok())
-    }
-
-    /// The event's name and version, if the original is an envelope.
-    pub fn event(&self) -> Option<(&str, i32)> {
-        self.envelope.as_ref().map(|e| (e.name.as_str(), e.version))
-    }
-
-    /// `Nats-Msg-Id` of this letter's replay: the same for every replay of it, never the
-    /// original's.
-    pub fn replay_id(&self) -> String {
-        format!(
-            "replay:{}:{}:{}",
-            self.consumer, self.subject, self.original_sequence
-        )
-    }
-}
-
-/// Which letters a command is about; empty fields select everything.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Filter {
-    /// These dead-letter stream sequences only.
-    pub sequences: Vec<u64>,
-    pub consumer: Option<String>,
-    /// Event name (`task.assigned`).
-    pub event: Option<String>,
-    pub version: Option<i32>,
-    /// Failed at or after.
-    pub since: Option<OffsetDateTime>,
-    /// Failed before.
-    pub until: Option<OffsetDateTime>,
-}
-
-impl Filter {
-    /// Whether `letter` is selected.
-    pub fn matches(&self, letter: &Letter) -> bool {
-        let event = letter.event();
-        (self.sequences.is_empty() || self.sequences.contains(&letter.sequence))
-            && self.consumer.as_ref().is_none_or(|c| *c == letter.consumer)
-            && self
-                .event
-                .as_ref()
-                .is_none_or(|name| event.is_some_and(|(n, _)| n == name))
-            && self
-                .version
-                .is_none_or(|version| event.is_some_and(|(_, v)| v == version))
-            && self
-                .since
-                .is_none_or(|since| letter.failed_at.is_some_and(|t| t >= since))
-            && self
-                .until
-                .is_none_or(|until| letter.failed_at.is_some_and(|t| t < until))
-    }
-}
+pub use letter::{Filter, Letter};
+pub use payload::{Payload, payload};
 
 /// What the consumer's processed-events row says about a letter's event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -444,73 +345,4 @@ impl DeadLetters {
         );
         Ok(replayed)
     }
-}
-
-/// An envelope's payload as JSON, as far as this build (and the upcasters registered in
-/// this process) can read it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Payload {
-    /// The protobuf message it was read as (`popug.tasks.v1.TaskAssigned`).
-    pub message: Option<&'static str>,
-    /// The version it was read as, when an upcaster turned it into that one.
-    pub upcast_to: Option<i32>,
-    /// The canonical protobuf JSON of the payload, every field shown.
-    pub json: Option<serde_json::Value>,
-    /// Why it could not be read.
-    pub error: Option<String>,
-}
-
-/// Every PopugJira message, for decoding payloads by name.
-fn descriptors() -> Result<&'static DescriptorPool, String> {
-    static POOL: OnceLock<Result<DescriptorPool, String>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        DescriptorPool::decode(popug_proto::FILE_DESCRIPTOR_SET).map_err(|e| e.to_string())
-    })
-    .as_ref()
-    .map_err(Clone::clone)
-}
-
-/// Reads `envelope`'s payload through the catalog (`popug_proto::catalog::KNOWN`) and the
-/// registered upcasters.
-pub fn payload(envelope: &Envelope) -> Payload {
-    let mut read = Payload {
-        message: None,
-        upcast_to: None,
-        json: None,
-        error: None,
-    };
-    let current = match popug_proto::upcast::current(envelope.clone()) {
-        Ok(current) => current,
-        Err(unreadable) => {
-            read.error = Some(unreadable.0);
-            return read;
-        }
-    };
-    if current.version != envelope.version {
-        read.upcast_to = Some(current.version);
-    }
-    let Some(message) = catalog::message_name(&current.name, current.version) else {
-        read.error = Some(format!(
-            "this build has no schema for {} v{}",
-            current.name, current.version
-        ));
-        return read;
-    };
-    read.message = Some(message);
-    let decoded = descriptors().and_then(|pool| {
-        let descriptor = pool
-            .get_message_by_name(message)
-            .ok_or_else(|| format!("no descriptor for {message}"))?;
-        let decoded = DynamicMessage::decode(descriptor, current.payload.as_ref())
-            .map_err(|e| format!("{message} undecodable: {e}"))?;
-        let options = SerializeOptions::new().skip_default_fields(false);
-        decoded
-            .serialize_with_options(serde_json::value::Serializer, &options)
-            .map_err(|e| e.to_string())
-    });
-    match decoded {
-        Ok(json) => read.json = Some(json),
-        Err(error) => read.error = Some(error),
-    }
-    read
 }

@@ -21,6 +21,9 @@ pub mod proxy;
 pub mod smtp;
 pub mod through;
 
+mod builder;
+mod settings;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,14 +32,16 @@ use std::time::Duration;
 use popug_eventbus::{Bus, Envelope, Topology};
 use popug_proto::popug::account::v1 as account_pb;
 use popug_proto::popug::account::v1::account_service_client::AccountServiceClient;
-use popug_service::{BusSettings, Common, DatabaseSettings, Service, TokenSettings};
+use popug_service::Service;
 use prost::Message;
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
+pub use builder::MeshBuilder;
 pub use call::with_token;
+pub use settings::{account_settings, accounting_settings, gateway_settings, taskkeeper_settings};
 pub use smtp::Sink;
 
 /// Password of the bootstrap admin every mesh starts with.
@@ -45,182 +50,6 @@ pub const ISSUER: &str = "test-issuer";
 pub const AUDIENCE: &str = "test-audience";
 /// How long a test waits for something asynchronous (an event applied, a mail sent).
 pub const WAIT: Duration = Duration::from_secs(20);
-
-/// What every service of a mesh shares: its gRPC port is picked by the OS.
-fn common(database_url: String, prefix: &str, jwks_url: &str) -> Common {
-    Common {
-        grpc_addr: ([127, 0, 0, 1], 0).into(),
-        // One recorder serves the whole test process: `popug_metrics::render()`.
-        metrics_addr: None,
-        database: DatabaseSettings {
-            max_connections: 8,
-            ..DatabaseSettings::new(database_url)
-        },
-        bus: BusSettings::new(popug_testkit::nats_url(), prefix),
-        tokens: TokenSettings {
-            issuer: ISSUER.into(),
-            audience: AUDIENCE.into(),
-            jwks_url: jwks_url.into(),
-        },
-    }
-}
-
-pub fn account_settings(database_url: String, prefix: &str) -> account::Settings {
-    account::Settings {
-        common: common(database_url, prefix, TokenSettings::DEFAULT_JWKS_URL),
-        http_addr: ([127, 0, 0, 1], 0).into(),
-        access_ttl: Duration::from_secs(300),
-        refresh_ttl: Duration::from_secs(3600),
-        bootstrap_admin: Some(account::config::BootstrapAdmin {
-            username: "admin".into(),
-            password: ADMIN_PASSWORD.into(),
-            email: "admin@test.example".into(),
-        }),
-        signing_key_file: None,
-        key_reload_interval: Duration::from_secs(3600),
-    }
-}
-
-pub fn taskkeeper_settings(database_url: String, prefix: &str, jwks: &str) -> taskkeeper::Settings {
-    taskkeeper::Settings {
-        common: common(database_url, prefix, jwks),
-        reassign_chunk_size: 1000,
-    }
-}
-
-pub fn accounting_settings(
-    database_url: String,
-    prefix: &str,
-    jwks: &str,
-    smtp_port: u16,
-) -> accounting::Settings {
-    accounting::Settings {
-        common: common(database_url, prefix, jwks),
-        clock: accounting::domain::BillingClock::new(Duration::ZERO),
-        close_check_interval: None,
-        smtp_host: "127.0.0.1".into(),
-        smtp_port,
-        smtp_from: "Accounting <accounting@test.example>".into(),
-        mail_retry_base: Duration::from_millis(200),
-        mail_max_attempts: 50,
-        mail_poll_interval: Duration::from_millis(50),
-    }
-}
-
-/// The gateway in front of `upstreams` (Account, TaskKeeper, Accounting URLs).
-pub fn gateway_settings(prefix: &str, upstreams: [String; 3], jwks: &str) -> gateway::Settings {
-    let [account_url, taskkeeper_url, accounting_url] = upstreams;
-    gateway::Settings {
-        listen_addr: ([127, 0, 0, 1], 0).into(),
-        account_url,
-        taskkeeper_url,
-        accounting_url,
-        tokens: TokenSettings {
-            issuer: ISSUER.into(),
-            audience: AUDIENCE.into(),
-            jwks_url: jwks.into(),
-        },
-        bus: BusSettings::new(popug_testkit::nats_url(), prefix),
-        default_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_millis(500),
-        max_message_bytes: 1024 * 1024,
-        rate_limit_per_sec: 0.0,
-        rate_limit_burst: 1.0,
-        web_dir: std::env::temp_dir().join("popug-no-web"),
-        redis_url: None,
-        cache_prefix: format!("{prefix}:gw:"),
-        cache_ttl: Duration::from_secs(3600),
-        limits: gateway::server::Limits::default(),
-    }
-}
-
-type Tweak<S> = Box<dyn FnOnce(&mut S) + Send>;
-
-/// Which services a mesh runs beside Account, and how they are set up.
-#[derive(Default)]
-pub struct MeshBuilder {
-    account: Option<Tweak<account::Settings>>,
-    taskkeeper: Option<Tweak<taskkeeper::Settings>>,
-    accounting: Option<Tweak<accounting::Settings>>,
-    gateway: Option<Tweak<gateway::Settings>>,
-    smtp: bool,
-    /// Maintenance URL of the PostgreSQL server the databases go to (default: the shared
-    /// test server).
-    postgres: Option<String>,
-    /// The NATS server of the buses (default: the shared test server).
-    nats: Option<String>,
-}
-
-impl MeshBuilder {
-    /// Changes Account's settings (it always runs: it issues the tokens).
-    pub fn account_with(
-        mut self,
-        tweak: impl FnOnce(&mut account::Settings) + Send + 'static,
-    ) -> Self {
-        self.account = Some(Box::new(tweak));
-        self
-    }
-
-    pub fn taskkeeper(self) -> Self {
-        self.taskkeeper_with(|_| {})
-    }
-
-    pub fn taskkeeper_with(
-        mut self,
-        tweak: impl FnOnce(&mut taskkeeper::Settings) + Send + 'static,
-    ) -> Self {
-        self.taskkeeper = Some(Box::new(tweak));
-        self
-    }
-
-    pub fn accounting(self) -> Self {
-        self.accounting_with(|_| {})
-    }
-
-    pub fn accounting_with(
-        mut self,
-        tweak: impl FnOnce(&mut accounting::Settings) + Send + 'static,
-    ) -> Self {
-        self.accounting = Some(Box::new(tweak));
-        self
-    }
-
-    /// The gateway in front of whatever runs; a service that does not run is a closed
-    /// port behind it.
-    pub fn gateway(self) -> Self {
-        self.gateway_with(|_| {})
-    }
-
-    pub fn gateway_with(
-        mut self,
-        tweak: impl FnOnce(&mut gateway::Settings) + Send + 'static,
-    ) -> Self {
-        self.gateway = Some(Box::new(tweak));
-        self
-    }
-
-    /// The services' databases on this PostgreSQL server (a private one a test may stop).
-    pub fn postgres(mut self, admin_url: String) -> Self {
-        self.postgres = Some(admin_url);
-        self
-    }
-
-    /// The buses on this NATS server (a private one a test may stop).
-    pub fn nats(mut self, url: String) -> Self {
-        self.nats = Some(url);
-        self
-    }
-
-    /// Payout e-mails go to an SMTP [`Sink`] (otherwise to a closed port).
-    pub fn smtp(mut self) -> Self {
-        self.smtp = true;
-        self
-    }
-
-    pub async fn start(self) -> Mesh {
-        Mesh::start(self).await
-    }
-}
 
 /// TaskKeeper as a test sees it.
 pub struct TaskKeeperNode {
@@ -383,118 +212,6 @@ impl Mesh {
         if let Some(stop) = self.stops.remove(name) {
             let _ = stop.send(());
         }
-    }
-
-    async fn start(builder: MeshBuilder) -> Mesh {
-        let _ = popug_telemetry::init("mesh-tests");
-        popug_metrics::install("mesh-tests");
-        let prefix = popug_testkit::unique_prefix();
-        let postgres = builder
-            .postgres
-            .clone()
-            .unwrap_or_else(popug_testkit::pg_admin_url);
-        let nats = builder.nats.clone().unwrap_or_else(popug_testkit::nats_url);
-        let database = async || popug_testkit::fresh_database_on(&postgres).await;
-        let mut settings = account_settings(database().await, &prefix);
-        settings.common.bus.nats_url = nats.clone();
-        if let Some(tweak) = builder.account {
-            tweak(&mut settings);
-        }
-        let app = account::Application::build(settings).await.unwrap();
-        let account_addr = app.grpc_addr();
-        let jwks_url = format!("http://{}/.well-known/jwks.json", app.http_addr());
-        let accounts = app.accounts();
-        let mut mesh = Mesh {
-            topology: Topology::new(&prefix).unwrap(),
-            js: async_nats::jetstream::new(async_nats::connect(&nats).await.unwrap()),
-            account: connect(account_addr).await,
-            account_addr,
-            account_pool: accounts.pool.clone(),
-            accounts,
-            jwks_url,
-            taskkeeper: None,
-            accounting: None,
-            gateway: None,
-            smtp: None,
-            admin: String::new(),
-            stops: HashMap::new(),
-            prefix,
-        };
-        mesh.run("account", app);
-        Mesh::wait_serving(account_addr, "popug.account.v1.AuthService").await;
-
-        if let Some(tweak) = builder.taskkeeper {
-            let mut settings = taskkeeper_settings(database().await, &mesh.prefix, &mesh.jwks_url);
-            settings.common.bus.nats_url = nats.clone();
-            tweak(&mut settings);
-            mesh.taskkeeper = Some(mesh.start_taskkeeper(settings).await);
-        }
-
-        if let Some(tweak) = builder.accounting {
-            let smtp_port = if builder.smtp {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let port = listener.local_addr().unwrap().port();
-                mesh.smtp = Some(Sink::start(listener));
-                port
-            } else {
-                closed_addr().port()
-            };
-            let database_url = database().await;
-            let mut settings = accounting_settings(
-                database_url.clone(),
-                &mesh.prefix,
-                &mesh.jwks_url,
-                smtp_port,
-            );
-            settings.common.bus.nats_url = nats.clone();
-            tweak(&mut settings);
-            let app = accounting::Application::build(settings.clone())
-                .await
-                .unwrap();
-            let addr = app.grpc_addr();
-            let service = app.accounting();
-            let ledger = app.ledger();
-            mesh.run("accounting", app);
-            Mesh::wait_serving(addr, "popug.accounting.v1.AccountingService").await;
-            mesh.accounting = Some(AccountingNode {
-                channel: connect(addr).await,
-                addr,
-                pool: service.pool.clone(),
-                database_url,
-                service,
-                ledger,
-                settings,
-            });
-        }
-
-        if let Some(tweak) = builder.gateway {
-            let url =
-                |addr: Option<SocketAddr>| format!("http://{}", addr.unwrap_or_else(closed_addr));
-            let upstreams = [
-                url(Some(mesh.account_addr)),
-                url(mesh.taskkeeper.as_ref().map(|n| n.addr)),
-                url(mesh.accounting.as_ref().map(|n| n.addr)),
-            ];
-            let mut settings = gateway_settings(&mesh.prefix, upstreams, &mesh.jwks_url);
-            settings.bus.nats_url = nats.clone();
-            tweak(&mut settings);
-            let app = gateway::Application::build(settings).await.unwrap();
-            let addr = app.local_addr();
-            let cache = app.cache();
-            mesh.run("gateway", app);
-            mesh.gateway = Some(GatewayNode {
-                channel: connect(addr).await,
-                addr,
-                cache,
-            });
-        }
-
-        mesh.admin = mesh
-            .login("admin", ADMIN_PASSWORD)
-            .await
-            .unwrap()
-            .access_token;
-        mesh
     }
 
     pub fn taskkeeper(&self) -> &TaskKeeperNode {
