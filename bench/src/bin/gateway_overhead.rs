@@ -6,7 +6,11 @@
 //! client (tonic over HTTP/2, C concurrent callers, warm-up first):
 //!
 //! 1. `TaskService/GetTask` of the caller's own task straight to TaskKeeper, through the
-//!    gateway, and through nginx: throughput, p50 and p99;
+//!    gateway, and through nginx (as many worker processes as the gateway has runtime
+//!    threads, keep-alive for the whole run): with one caller (the added latency) and
+//!    with C callers (throughput) — throughput, mean, p50 and p99, and the machine's CPU
+//!    time per call (all processes, from `/proc/stat`: the paths differ only by the
+//!    proxy, so the difference is what the proxy costs);
 //! 2. `BoardService/GetTaskBoard` (a page of tasks with names and prices) against the
 //!    three calls it stands for, made one after another through the gateway
 //!    (`ListTasks`, then `ListProfiles`, then `GetTaskPrices`): p50 and p99 of each.
@@ -76,10 +80,36 @@ where
 
 struct Row {
     name: &'static str,
+    callers: usize,
     rps: f64,
+    mean: f64,
     p50: f64,
     p99: f64,
+    /// Busy CPU of the whole machine per call, µs.
+    cpu_us: f64,
 }
+
+/// Busy time of every CPU of the machine so far (user, nice, system, irq, softirq,
+/// steal), in clock ticks (`/proc/stat`).
+fn busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|i| fields.get(*i))
+        .sum()
+}
+
+/// Clock ticks per second of `/proc/stat` (USER_HZ: 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
 
 async fn get_task_load(
     name: &'static str,
@@ -107,12 +137,18 @@ async fn get_task_load(
     let call = Arc::new(call);
     let warm = call.clone();
     load(callers, requests / 10, move || warm()).await?;
+    let busy = busy_ticks();
     let (latencies, wall) = load(callers, requests, move || call()).await?;
+    let busy = busy_ticks().saturating_sub(busy) as f64 / TICKS_PER_SEC;
+    let calls = latencies.len() as f64;
     Ok(Row {
         name,
-        rps: latencies.len() as f64 / wall.as_secs_f64(),
+        callers,
+        rps: calls / wall.as_secs_f64(),
+        mean: latencies.iter().map(Duration::as_secs_f64).sum::<f64>() / calls * 1000.0,
         p50: percentile_ms(&latencies, 50.0),
         p99: percentile_ms(&latencies, 99.0),
+        cpu_us: busy / calls * 1e6,
     })
 }
 
@@ -124,20 +160,22 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start(upstream: SocketAddr) -> anyhow::Result<Nginx> {
+    /// `workers`: as many as the gateway has runtime threads.
+    fn start(upstream: SocketAddr, workers: usize) -> anyhow::Result<Nginx> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let dir = std::env::temp_dir().join(format!("popug-bench-nginx-{port}"));
         std::fs::create_dir_all(dir.join("logs"))?;
         let conf = format!(
-            "daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log warn;\n\
+            "daemon off;\nworker_processes {workers};\npid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log warn;\n\
              events {{ worker_connections 1024; }}\n\
              http {{\n  access_log off;\n  keepalive_requests 10000000;\n  keepalive_timeout 600s;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n\
              fastcgi_temp_path {dir}/fcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
              upstream taskkeeper {{ server {upstream}; keepalive 64; }}\n\
              server {{\n    listen 127.0.0.1:{port} http2;\n    location / {{ grpc_pass grpc://taskkeeper; }}\n  }}\n}}\n",
-            dir = dir.display()
+            dir = dir.display(),
+            workers = workers,
         );
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
@@ -309,7 +347,9 @@ async fn measure(
         )?)
         .await?;
 
-    let nginx = Nginx::start(tk_addr)?;
+    // The gateway runs on this process's runtime: one thread per core.
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let nginx = Nginx::start(tk_addr, threads)?;
     let nginx_addr: SocketAddr = ([127, 0, 0, 1], nginx.port).into();
     let via_nginx = wait_for("nginx to listen", || async {
         connect(nginx_addr).await.ok()
@@ -317,34 +357,46 @@ async fn measure(
     .await?;
 
     println!(
-        "GetTask of one's own task: {callers} callers, {requests} requests each way (after a 10 % warm-up)"
+        "GetTask of one's own task, side by side: 1 caller ({} requests) and {callers} callers \
+         ({requests} requests), each after a 10 % warm-up; nginx with {threads} workers",
+        requests / 4
     );
     let mut rows = Vec::new();
-    for (name, channel) in [
-        ("direct", direct.clone()),
-        ("gateway", via_gateway.clone()),
-        ("nginx", via_nginx),
-    ] {
-        rows.push(
-            get_task_load(name, channel, &worker, &own, callers, requests)
-                .await
-                .with_context(|| format!("GetTask via {name}"))?,
-        );
+    for (concurrency, count) in [(1, requests / 4), (callers, requests)] {
+        for (name, channel) in [
+            ("direct", direct.clone()),
+            ("gateway", via_gateway.clone()),
+            ("nginx", via_nginx.clone()),
+        ] {
+            rows.push(
+                get_task_load(name, channel, &worker, &own, concurrency, count)
+                    .await
+                    .with_context(|| format!("GetTask via {name}"))?,
+            );
+        }
     }
     drop(nginx);
-    println!("| path | req/s | p50 ms | p99 ms |\n|---|---|---|---|");
+    println!(
+        "| path | callers | req/s | mean ms | p50 ms | p99 ms | machine CPU µs/call |\n|---|---|---|---|---|---|---|"
+    );
     for r in &rows {
         println!(
-            "| {} | {:.0} | {:.3} | {:.3} |",
-            r.name, r.rps, r.p50, r.p99
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.0} |",
+            r.name, r.callers, r.rps, r.mean, r.p50, r.p99, r.cpu_us
         );
     }
-    let (d, g, n) = (&rows[0], &rows[1], &rows[2]);
+    let (d1, g1, n1) = (&rows[0], &rows[1], &rows[2]);
+    let (d, g, n) = (&rows[3], &rows[4], &rows[5]);
     println!(
-        "gateway/direct throughput {:.2} (target >= 0.7); added p50 {:.0} us (target <= 200); gateway/nginx throughput {:.2}",
+        "{callers} callers: gateway/nginx throughput {:.2} (target >= 1.15), gateway/direct {:.2}; \
+         1 caller: added mean latency gateway {:.0} us, nginx {:.0} us (target: gateway <= nginx + 50); \
+         proxy CPU per call (machine, over direct, {callers} callers): gateway {:.0} us, nginx {:.0} us",
+        g.rps / n.rps,
         g.rps / d.rps,
-        (g.p50 - d.p50) * 1000.0,
-        g.rps / n.rps
+        (g1.mean - d1.mean) * 1000.0,
+        (n1.mean - d1.mean) * 1000.0,
+        g.cpu_us - d.cpu_us,
+        n.cpu_us - d.cpu_us,
     );
 
     // The board against the three calls it stands for, one after another, via the gateway.
