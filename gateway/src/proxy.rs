@@ -206,9 +206,15 @@ impl ProxyState {
             *request.version_mut() = parts.version;
             *request.headers_mut() = headers.clone();
             let mut channel = node.channel.clone();
+            // The whole answer (every RPC here is unary): a replica that dies after its
+            // headers is then a failed call like any other — sent again elsewhere when
+            // that is safe, UNAVAILABLE otherwise — never half an answer that the
+            // caller's client reports as INTERNAL.
             let call = async {
                 channel.ready().await?;
-                channel.call(request).await
+                let (head, body) = channel.call(request).await?.into_parts();
+                let whole = body.collect().await?;
+                Ok::<_, tower::BoxError>(http::Response::from_parts(head, whole))
             };
             let call = tracing::Instrument::instrument(call, client_span.clone());
             let left = timeout.saturating_sub(started.elapsed());
@@ -231,7 +237,7 @@ impl ProxyState {
                     node.eject();
                     // Sent again elsewhere: a read whatever happened, a write only when it
                     // never left (the endpoint refused the connection).
-                    if tries == 1 && (retry || never_sent(&error)) {
+                    if tries == 1 && (retry || never_sent(error.as_ref())) {
                         node = upstream.endpoints.pick(Some(&node));
                         continue;
                     }
