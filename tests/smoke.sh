@@ -143,6 +143,13 @@ g -H "authorization: Bearer $gw_token" -d '{"title":"Via the gateway"}' $GW popu
 gw_creates=1 # tasks created through the gateway (the metrics below count them)
 check "log in, WhoAmI and CreateTask through the gateway"
 
+# The edge through clients this project did not write, where its bugs were seen: curl
+# (grpc-web-text with the caller's Content-Length), Node's HTTP/1.1 keep-alive client
+# (refusals keep the connection) and Python grpcio (large tokens keep the connection).
+bash tests/edge/run.sh "$GW" "$gw_token" | tee "$work/edge.txt" ||
+  fail "the edge through outside clients: $(tail -1 "$work/edge.txt")"
+check "the edge through outside clients: curl grpc-web-text, Node keep-alive, grpcio large tokens"
+
 if g -H "authorization: Bearer $gw_token" $GW popug.account.v1.AccountService/ListAccounts >/dev/null 2>"$work/gwdenied.txt"; then
   fail "a worker listed accounts through the gateway"
 fi
