@@ -18,12 +18,22 @@ async fn the_cache_never_leaks_and_follows_account_events() {
     let worker = staff.worker.token.clone();
     let accountant = staff.accountant.token.clone();
     let admin = mesh.admin.clone();
-    for n in 0..6 {
-        create_task(&mesh, &worker, &format!("Task {n}")).await;
-    }
-    // Each assignee sees only their own tasks, whatever the cache holds.
+    // Assignment is random between the worker and the accountant: create until each has
+    // one (six at least), so the worker's board has a name to cache.
     let worker_id = staff.worker.id.to_string();
     let accountant_id = staff.accountant.id.to_string();
+    let mut created = 0;
+    let mut assignees = std::collections::HashSet::new();
+    while created < 6 || assignees.len() < 2 {
+        assert!(
+            created < 40,
+            "40 tasks and still not one each: {assignees:?}"
+        );
+        let task = create_task(&mesh, &worker, &format!("Task {created}")).await;
+        assignees.insert(task.assignee_id);
+        created += 1;
+    }
+    // Each assignee sees only their own tasks, whatever the cache holds.
     let mine = task_board(&mesh, &worker).await;
     assert!(
         mine.tasks
@@ -37,7 +47,7 @@ async fn the_cache_never_leaks_and_follows_account_events() {
             .iter()
             .all(|t| t.task.as_ref().unwrap().assignee_id == accountant_id)
     );
-    assert_eq!(mine.tasks.len() + theirs.tasks.len(), 6);
+    assert_eq!(mine.tasks.len() + theirs.tasks.len(), created);
 
     // What the cache holds about a user is public: no e-mail anywhere in it.
     let redis = redis::Client::open(popug_testkit::redis_url()).unwrap();
