@@ -3,6 +3,7 @@
 //! admin reassigning now and then and creating and changing accounts.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,16 @@ impl Tally {
     }
 }
 
+/// How long a create is sent again (same key) while its answers are transient.
+const CREATE_RETRIES_FOR: Duration = Duration::from_secs(10);
+
+/// At most one round per `period`; a late round is not made up for.
+fn pacer(period: Duration) -> tokio::time::Interval {
+    let mut pace = tokio::time::interval(period);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    pace
+}
+
 /// Whether a client may send the call again (the same idempotency key for creates).
 fn transient(code: Code) -> bool {
     matches!(
@@ -55,20 +66,19 @@ pub async fn create(
     title: String,
 ) -> Result<Uuid, Code> {
     let key = Uuid::new_v4();
-    let mut last = Code::Unknown;
-    for _ in 0..40 {
+    let deadline = Instant::now() + CREATE_RETRIES_FOR;
+    loop {
         let request = tasks_pb::CreateTaskRequest {
             title: title.clone(),
             ..Default::default()
         };
         match tasks.create_task(keyed(token, key, request)).await {
             Ok(answer) => return Ok(answer.into_inner().task.unwrap().id.parse().unwrap()),
-            Err(status) if transient(status.code()) => last = status.code(),
+            Err(status) if transient(status.code()) && Instant::now() < deadline => {}
             Err(status) => return Err(status.code()),
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    Err(last)
 }
 
 /// Completes one of the worker's open tasks, if it has one.
@@ -105,17 +115,19 @@ async fn complete_one(
     }
 }
 
-/// One worker's load through `gateway` until `until`.
+/// One worker's load through `gateway` until `stop` is set: a call every 20 ms at most.
 pub async fn worker_load(
     gateway: Channel,
     token: String,
     me: String,
-    until: Instant,
+    stop: Arc<AtomicBool>,
     tally: Arc<Mutex<Tally>>,
 ) {
     let mut tasks = tasks_pb::task_service_client::TaskServiceClient::new(gateway);
+    let mut pace = pacer(Duration::from_millis(20));
     let mut i = 0u64;
-    while Instant::now() < until {
+    while !stop.load(Ordering::Relaxed) {
+        pace.tick().await;
         i += 1;
         if i.is_multiple_of(2) {
             match complete_one(&mut tasks, &token, &me).await {
@@ -129,7 +141,6 @@ pub async fn worker_load(
                 Err(code) => tally.lock().unwrap().failed("CreateTask", code),
             }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -137,12 +148,14 @@ pub async fn worker_load(
 pub async fn admin_load(
     gateways: Vec<Channel>,
     token: String,
-    until: Instant,
+    stop: Arc<AtomicBool>,
     tally: Arc<Mutex<Tally>>,
 ) {
     let mut made: Vec<String> = Vec::new();
+    let mut pace = pacer(Duration::from_millis(700));
     let mut i = 0usize;
-    while Instant::now() < until {
+    while !stop.load(Ordering::Relaxed) {
+        pace.tick().await;
         i += 1;
         let gateway = gateways[i % gateways.len()].clone();
         let mut tasks = tasks_pb::task_service_client::TaskServiceClient::new(gateway.clone());
@@ -191,6 +204,5 @@ pub async fn admin_load(
                 Err(status) => tally.lock().unwrap().failed("CreateAccount", status.code()),
             }
         }
-        tokio::time::sleep(Duration::from_millis(700)).await;
     }
 }

@@ -15,6 +15,7 @@
 mod load;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,9 +33,45 @@ use uuid::Uuid;
 /// Workers calling through each gateway (one client each).
 const WORKERS: usize = 4;
 /// How long the load runs; the faults fall inside it.
-const LOAD_FOR: Duration = Duration::from_secs(24);
+const LOAD_AT_MOST: Duration = Duration::from_secs(90);
+/// Acknowledged creates before the first fault, and between each step after it: the
+/// faults fall where the load has made progress, whatever this machine's speed.
+const STEP: usize = 150;
 /// How long the mesh may take to settle after the load.
 const SETTLE: Duration = Duration::from_secs(90);
+
+/// The load's acknowledged creates, watched: [`Progress::step`] waits for STEP more.
+struct Progress {
+    tally: Arc<Mutex<load::Tally>>,
+    next: usize,
+    deadline: Instant,
+}
+
+impl Progress {
+    fn new(tally: Arc<Mutex<load::Tally>>, deadline: Instant) -> Progress {
+        Progress {
+            tally,
+            next: 0,
+            deadline,
+        }
+    }
+
+    /// Waits (until the load's deadline at most) for STEP more acknowledged creates.
+    async fn step(&mut self, what: &str) {
+        self.next += STEP;
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let (tally, next) = (self.tally.clone(), self.next);
+        popug_testkit::eventually(
+            left,
+            &format!("{next} creates acknowledged ({what})"),
+            || {
+                let done = tally.lock().unwrap().created.len() >= next;
+                std::future::ready(done.then_some(()))
+            },
+        )
+        .await;
+    }
+}
 
 /// The server name leading `stream`'s RAFT group.
 async fn leader(js: &jetstream::Context, stream: &str) -> String {
@@ -131,7 +168,7 @@ async fn a_nats_node_and_a_replica_of_each_service_lost_under_load_lose_no_money
     let tally = Arc::new(Mutex::new(load::Tally::default()));
     tally.lock().unwrap().created.push(first);
     let began = Instant::now();
-    let until = began + LOAD_FOR;
+    let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
     for gateway in &gateways {
         for (id, token) in &workers {
@@ -139,7 +176,7 @@ async fn a_nats_node_and_a_replica_of_each_service_lost_under_load_lose_no_money
                 gateway.clone(),
                 token.clone(),
                 id.clone(),
-                until,
+                stop.clone(),
                 tally.clone(),
             )));
         }
@@ -147,12 +184,13 @@ async fn a_nats_node_and_a_replica_of_each_service_lost_under_load_lose_no_money
     clients.push(tokio::spawn(load::admin_load(
         gateways.clone(),
         admin.clone(),
-        until,
+        stop.clone(),
         tally.clone(),
     )));
 
-    // The faults, mid-load.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The faults, mid-load: each step once the load has acknowledged STEP more creates.
+    let mut progress = Progress::new(tally.clone(), began + LOAD_AT_MOST);
+    progress.step("the load under way").await;
     let tasks_stream = topology.stream(Bus::Task);
     let leading = leader(&js, &tasks_stream).await;
     let node = cluster.iter().position(|n| n.name() == leading).unwrap();
@@ -161,7 +199,7 @@ async fn a_nats_node_and_a_replica_of_each_service_lost_under_load_lose_no_money
         "{:>5.1?}: killed NATS node {leading} (leader of {tasks_stream})",
         began.elapsed()
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    progress.step("creates with a NATS node down").await;
     // Not the first Account replica: it serves the JWKS every verifier was given.
     let victims = [
         nodes.replicas("account")[1],
@@ -180,13 +218,17 @@ async fn a_nats_node_and_a_replica_of_each_service_lost_under_load_lose_no_money
         "{:>5.1?}: {tasks_stream} now led by {new_leader}",
         began.elapsed()
     );
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    progress
+        .step("creates with a replica of each service down")
+        .await;
     cluster[node].resume();
     println!("{:>5.1?}: NATS node {leading} back", began.elapsed());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    progress.step("creates with the node back").await;
     for victim in victims {
         nodes.restart(victim).await;
     }
+    progress.step("creates with everything back").await;
+    stop.store(true, Ordering::Relaxed);
     println!(
         "{:>5.1?}: the three replicas back and SERVING",
         began.elapsed()
